@@ -1,0 +1,3 @@
+using SecureVmm.Appliance;
+
+return Cli.Run(args);
