@@ -310,12 +310,21 @@ public sealed class AuditWriter : IDisposable
                         Release(i);
                     }
                     EncodeIntoBlock(in record);
+                    if (_options.CheckpointEveryRecords > 0 && _recordsSinceCheckpoint >= _options.CheckpointEveryRecords)
+                    {
+                        // Exactly every N records, wherever batch boundaries fall.
+                        SealBlock();
+                        Release(i + 1);
+                        WriteCheckpoint(final: false);
+                        sinceCheckpoint.Restart();
+                        MakeDurable();
+                        sinceFlush.Restart();
+                    }
                 }
                 Release(end);
 
                 bool flushDue = flushRequested || closing || sinceFlush.ElapsedMilliseconds >= flushMs;
                 bool checkpointDue = closing
-                    || (_options.CheckpointEveryRecords > 0 && _recordsSinceCheckpoint >= _options.CheckpointEveryRecords)
                     || (checkpointMs > 0 && _anyRecordsSinceCheckpoint && sinceCheckpoint.ElapsedMilliseconds >= checkpointMs);
                 if (checkpointDue)
                 {
@@ -326,13 +335,8 @@ public sealed class AuditWriter : IDisposable
                 if (flushDue || checkpointDue)
                 {
                     SealBlock();
-                    Fsync();
+                    MakeDurable();
                     sinceFlush.Restart();
-                    lock (_gate)
-                    {
-                        _durableSequence = _lastWrittenSequence;
-                        Monitor.PulseAll(_gate);
-                    }
                 }
                 if (closing)
                 {
@@ -352,6 +356,17 @@ public sealed class AuditWriter : IDisposable
 #pragma warning restore CA1031
         {
             Fail(e.Message);
+        }
+    }
+
+    /// <summary>fsync, then acknowledge everything written so far as durable.</summary>
+    private void MakeDurable()
+    {
+        Fsync();
+        lock (_gate)
+        {
+            _durableSequence = _lastWrittenSequence;
+            Monitor.PulseAll(_gate);
         }
     }
 
