@@ -39,7 +39,7 @@ public static class AuditCommands
         var log = LogArgument();
         var key = new Option<string?>("--key") { Description = "The audit public key file; checkpoint signatures are checked against it." };
         var command = new Command("verify", "Verify the hash chain, sequence numbers, record encoding and checkpoint signatures.") { log, key };
-        command.SetAction(parsed => Verify(parsed.GetValue(log)!, parsed.GetValue(key), Console.Out, Console.Error));
+        command.SetAction(parsed => Verify(parsed.GetValue(log)!, parsed.GetValue(key), parsed.InvocationConfiguration.Output, parsed.InvocationConfiguration.Error));
         return command;
     }
 
@@ -54,7 +54,7 @@ public static class AuditCommands
         var limit = new Option<int?>("--limit") { Description = "Show at most N records (default 1000)." };
         var command = new Command("query", "Show matching records as a table.") { log, vm, kind, port, from, to, limit };
         command.SetAction(parsed => Query(parsed.GetValue(log)!, new QueryFilter(parsed.GetValue(vm), parsed.GetValue(kind), parsed.GetValue(port),
-            parsed.GetValue(from), parsed.GetValue(to), parsed.GetValue(limit)), Console.Out, Console.Error));
+            parsed.GetValue(from), parsed.GetValue(to), parsed.GetValue(limit)), parsed.InvocationConfiguration.Output, parsed.InvocationConfiguration.Error));
         return command;
     }
 
@@ -63,7 +63,7 @@ public static class AuditCommands
         var log = LogArgument();
         var format = new Option<string>("--format") { Description = "Output format: jsonl (one JSON object per record).", Required = true };
         var command = new Command("export", "Export every record for a SIEM.") { log, format };
-        command.SetAction(parsed => Export(parsed.GetValue(log)!, parsed.GetValue(format)!, Console.Out, Console.Error));
+        command.SetAction(parsed => Export(parsed.GetValue(log)!, parsed.GetValue(format)!, parsed.InvocationConfiguration.Output, parsed.InvocationConfiguration.Error));
         return command;
     }
 
@@ -71,7 +71,7 @@ public static class AuditCommands
     {
         var log = LogArgument();
         var command = new Command("stats", "Count records per VM, per kind and per port.") { log };
-        command.SetAction(parsed => Stats(parsed.GetValue(log)!, Console.Out, Console.Error));
+        command.SetAction(parsed => Stats(parsed.GetValue(log)!, parsed.InvocationConfiguration.Output, parsed.InvocationConfiguration.Error));
         return command;
     }
 
