@@ -78,6 +78,35 @@ public class AuditWriterTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void AppendAndTheExitRecorderAllocateNothing()
+    {
+        var options = new AuditWriterOptions { BufferCapacity = 1 << 16, Signer = null };
+        using var writer = AuditWriter.Open("mem", () => Stream.Null, AuditTestLogs.Header(), options);
+        var recorder = new AuditExitRecorder(new NoDevices(), writer, 1, 0, n => n * 3);
+        SecureVmm.Tcb.Exits.VmExit exit = AuditTestLogs.Exit(SecureVmm.Tcb.Exits.ExitKind.IoOut, 1);
+        AuditRecord record = AuditTestLogs.Record(2);
+        for (int i = 0; i < 1000; i++)
+        {
+            writer.Append(in record);
+            recorder.OnExit(ref exit);
+        }
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 10_000; i++)
+        {
+            writer.Append(in record);
+            recorder.OnExit(ref exit);
+        }
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Equal(0, allocated);
+        Assert.True(writer.Close());
+    }
+
+    private sealed class NoDevices : SecureVmm.Tcb.Exits.IExitHandler
+    {
+        public SecureVmm.Tcb.Exits.ExitAction OnExit(ref SecureVmm.Tcb.Exits.VmExit exit) => SecureVmm.Tcb.Exits.ExitAction.Continue;
+    }
+
+    [Fact]
     public void FlushMakesEverythingAppendedDurable()
     {
         var memory = new MemoryStream();
