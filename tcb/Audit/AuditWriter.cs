@@ -221,6 +221,8 @@ public sealed class AuditWriter : IDisposable
             _appended++;
             if (_consumerWaiting)
             {
+                // Wake the writer thread once, not for every record that arrives before it runs.
+                _consumerWaiting = false;
                 Monitor.PulseAll(_gate);
             }
         }
