@@ -124,7 +124,8 @@ public sealed class I8042 : IPortDevice
     internal byte PendingKeyboardCommand; // keyboard command waiting for its parameter (0xED, 0xF0, 0xF3)
     internal bool ScanningEnabled = true;
     internal int ScanSet = 2;
-    internal byte Leds;
+    /// <summary>Keyboard LEDs as last set by command 0xED (bit 0 Scroll, 1 Num, 2 Caps Lock).</summary>
+    public byte Leds { get; private set; }
     internal byte TypematicRate = 0x2B;
 
     private readonly byte[] _keyboardQueue = new byte[QueueCapacity]; // bytes from the keyboard, untranslated

@@ -15,6 +15,7 @@ public sealed class PitChannel
     internal bool NullCount;        // status bit 6: new count written but not yet loaded into CE
     internal long StartNs;          // virtual time at which counting (from Reload) began
     internal long FrozenTicks = -1; // modes 0/4 with gate low: ticks counted before the gate fell
+    internal long FrozenNs;         // ... and the virtual time they took, so resuming is exact
     internal bool Gate = true;      // GATE input (channel 2: port 0x61 bit 0; channels 0/1: tied high)
     internal bool WaitingForTrigger; // modes 1/5: loaded, waiting for a gate rising edge
     internal bool WriteHighNext;    // LSB-then-MSB write: the MSB comes next
@@ -118,11 +119,15 @@ public sealed class PitChannel
             // Gate low suspends counting; gate high resumes it (8254 data sheet, mode 0/4 GATE).
             if (!level)
             {
-                FrozenTicks = Elapsed();
+                if (FrozenTicks < 0)
+                {
+                    FrozenTicks = Elapsed();
+                    FrozenNs = Loaded && !WaitingForTrigger ? Math.Max(0, now - StartNs) : 0;
+                }
             }
             else if (FrozenTicks >= 0)
             {
-                StartNs = now - DeviceClock.NsFromTicks(FrozenTicks, Pit8254.InputHz);
+                StartNs = now - FrozenNs;
                 FrozenTicks = -1;
             }
         }
@@ -159,6 +164,7 @@ public sealed class PitChannel
         NullCount = false;
         StartNs = Clock.NowNs;
         FrozenTicks = Mode is 0 or 4 && !Gate ? 0 : -1;
+        FrozenNs = 0;
         // Modes 1 and 5 wait for a gate trigger; the others start counting on the next clock.
         WaitingForTrigger = Mode is 1 or 5;
     }
@@ -177,7 +183,11 @@ public sealed class PitChannel
                     if (Mode == 0)
                     {
                         // Mode 0: writing the first byte stops the count (data sheet, mode 0).
-                        FrozenTicks = Elapsed();
+                        if (FrozenTicks < 0)
+                        {
+                            FrozenTicks = Elapsed();
+                            FrozenNs = Loaded ? Math.Max(0, Clock.NowNs - StartNs) : 0;
+                        }
                         NullCount = true;
                     }
                 }
