@@ -69,11 +69,9 @@ public static class BzImageLoader
         {
             throw new BootImageException(SysSize, $"syssize says the protected-mode kernel is {(ulong)sysSize * 16} bytes but only {kernelLength} follow the setup code: the file is truncated");
         }
-        int headerEnd = Jump + 2 + image[Jump + 1]; // the header ends at 0x202 + the jump's displacement byte
-        if (headerEnd > kernelOffset || headerEnd > image.Length)
-        {
-            throw new BootImageException(Jump + 1, $"setup header end 0x{headerEnd:X} lies past the setup code");
-        }
+        // The header ends at 0x202 + the jump's displacement byte: at most 0x301, always inside the
+        // setup sectors (at least one 512-byte sector after the boot sector).
+        int headerEnd = Jump + 2 + image[Jump + 1];
         uint code32Start = BinaryPrimitives.ReadUInt32LittleEndian(image[Code32Start..]);
         if (code32Start < BootLayout.HighRamStart)
         {
