@@ -231,6 +231,22 @@ public sealed class LoaderTests
         Assert.Equal(0x7FE000u, initrdAt);
     }
 
+    [Fact]
+    public void BzImage_initrd_stays_clear_of_init_size_from_the_preferred_run_address()
+    {
+        var image = BootImages.BzImage();
+        BinaryPrimitives.WriteUInt64LittleEndian(image.AsSpan(0x258), 0x1000000); // pref_address 16 MiB, as Debian's
+        BinaryPrimitives.WriteUInt32LittleEndian(image.AsSpan(0x260), 0x1000000); // init_size 16 MiB
+        using var small = new GuestRam(RamSize);
+        Assert.Equal(0x260, Assert.Throws<BootImageException>(() => BzImageLoader.Load(small, image, "", [1])).Offset);
+        using var ram = new GuestRam(40L * 1024 * 1024);
+        var plan = BzImageLoader.Load(ram, image, "", new byte[0x100000]);
+        uint initrdAt = U32(ram, plan.Esi + 0x218);
+        Assert.True(initrdAt >= 0x2000000, $"initrd at 0x{initrdAt:X} overlaps the kernel's run area");
+        var tooBig = Assert.Throws<BootImageException>(() => BzImageLoader.Load(ram, image, "", new byte[0x801000]));
+        Assert.Equal(0x22C, tooBig.Offset);
+    }
+
     public static TheoryData<string, long, string> BzImageRejections() => new()
     {
         { "short", 0x40, "too short" },

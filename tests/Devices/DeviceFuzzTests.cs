@@ -12,34 +12,13 @@ namespace SecureVmm.Tests.Devices;
 /// </summary>
 public sealed class DeviceFuzzTests
 {
-    /// <summary>Every device the machine wires up, on one bus.</summary>
-    private sealed class DeviceSet
+    /// <summary>Every device the machine wires up, on one bus, plus some host input waiting.</summary>
+    private static PcDevices NewDeviceSet()
     {
-        public readonly DeviceClock Clock = new();
-        public readonly PortBus Ports = new();
-        public readonly MmioBus Mmio = new();
-        public readonly PicPair Pic = new();
-        public readonly MachineRequests Requests = new();
-        public readonly VgaText Vga = new();
-
-        public DeviceSet()
-        {
-            Pic.Attach(Ports);
-            new Pit8254(Clock, Pic).Attach(Ports);
-            var uart = new Uart16550(Clock, Pic, new BufferSerialOutput());
-            uart.Attach(Ports);
-            uart.EnqueueInput("input from the host"u8);
-            var rtc = new Rtc146818(Clock, Pic, new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
-            rtc.Attach(Ports);
-            var kbc = new I8042(Pic, Requests);
-            kbc.Attach(Ports);
-            kbc.PressKey("Enter");
-            Vga.Attach(Ports, Mmio);
-            var pci = new PciHost(Requests);
-            pci.Attach(Ports);
-            Ports.Register(new DebugExitPort(Requests), DebugExitPort.Port);
-            Ports.Register(new PostCodePort(), PostCodePort.Port);
-        }
+        var set = new PcDevices(new PcDeviceOptions { SerialOutput = new BufferSerialOutput(), RamBytes = 64L << 20, DebugExit = true });
+        set.Com1.EnqueueInput("input from the host"u8);
+        set.Keyboard.PressKey("Enter");
+        return set;
     }
 
     /// <summary>Ports devices decode, so that random operations hit them often.</summary>
@@ -62,7 +41,7 @@ public sealed class DeviceFuzzTests
 
     private static bool Run(Op[] ops)
     {
-        var set = new DeviceSet();
+        var set = NewDeviceSet();
         foreach (var op in ops)
         {
             switch (op.Kind)
@@ -84,8 +63,8 @@ public sealed class DeviceFuzzTests
                     if (set.Pic.HasPending) set.Pic.Acknowledge();
                     break;
                 default:
-                    set.Clock.Advance(op.Advance);
-                    set.Clock.RunDue();
+                    set.AdvanceTo(set.Clock.NowNs + op.Advance);
+                    set.PumpHostInput();
                     break;
             }
             set.Requests.TryTake(out _, out _);
@@ -104,7 +83,7 @@ public sealed class DeviceFuzzTests
     [Fact]
     public void Random_writes_to_every_claimed_port_never_throw()
     {
-        var set = new DeviceSet();
+        var set = NewDeviceSet();
         var random = new Random(1234);
         for (int round = 0; round < 4; round++)
         {
