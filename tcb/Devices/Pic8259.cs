@@ -96,8 +96,10 @@ public sealed class Pic8259
         byte inService = Isr;
         if (SpecialMask)
         {
-            inService &= (byte)~Imr;
-            return (inService & (1 << ((requestRank + LowestPriority + 1) & 7))) != 0 ? -1 : (requestRank + LowestPriority + 1) & 7;
+            // Special mask mode: an in-service level blocks only itself, so any unmasked request
+            // that is not in service may interrupt, whatever its priority.
+            int rank = PriorityRank((byte)(Irr & ~Imr & ~Isr));
+            return rank == 8 ? -1 : (rank + LowestPriority + 1) & 7;
         }
         if (IsMaster && SpecialFullyNested)
         {

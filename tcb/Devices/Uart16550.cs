@@ -6,7 +6,10 @@ public interface ISerialOutput
     void Transmit(byte value);
 }
 
-/// <summary>Transmits into a host stream (stdout, a log file), flushing at each line end.</summary>
+/// <summary>
+/// Transmits into a host stream (stdout, a log file), flushing at each line end; the machine calls
+/// <see cref="Flush"/> when the guest goes idle so that a prompt without a newline shows too.
+/// </summary>
 public sealed class StreamSerialOutput(Stream stream) : ISerialOutput
 {
     public void Transmit(byte value)
@@ -17,6 +20,8 @@ public sealed class StreamSerialOutput(Stream stream) : ISerialOutput
             stream.Flush();
         }
     }
+
+    public void Flush() => stream.Flush();
 }
 
 /// <summary>Collects transmitted bytes in memory (tests, the machine's console capture). Thread-safe.</summary>
