@@ -242,8 +242,9 @@ public sealed class I8042 : IPortDevice
     /// <summary>Moves injected keys into the keyboard while it is scanning (machine thread).</summary>
     public void PumpHostInput()
     {
-        if (!ScanningEnabled)
+        if (!ScanningEnabled || Volatile.Read(ref _hostCount) == 0)
         {
+            FillOutputBuffer();
             return;
         }
         lock (_hostLock)

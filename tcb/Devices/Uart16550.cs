@@ -172,9 +172,9 @@ public sealed class Uart16550 : IPortDevice, ITimedDevice
     /// <summary>Moves queued host input into the receive FIFO (machine thread). Loopback disconnects the line.</summary>
     public void PumpHostInput()
     {
-        if ((Mcr & 0x10) != 0 || _rxCount >= RxCapacity)
+        if ((Mcr & 0x10) != 0 || _rxCount >= RxCapacity || Volatile.Read(ref _hostCount) == 0)
         {
-            return;
+            return; // nothing to move: no lock taken on this frequent path
         }
         bool moved = false;
         lock (_hostLock)
