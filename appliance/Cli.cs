@@ -20,6 +20,7 @@ public static class Cli
             "on a software x86 CPU, each bound to its own network, with a tamper-evident audit log.");
         // The built-in --version reads the entry assembly; print this product's version instead.
         root.Options.OfType<VersionOption>().Single().Action = new PrintVersion();
+        Policy.PolicyCommands.AddTo(root);
         return root;
     }
 

@@ -92,7 +92,10 @@ public static class StrictJson
 
     /// <summary>
     /// Checks the shape of <paramref name="utf8"/> against <paramref name="typeInfo"/>, then
-    /// deserializes it. Returns null (and fills <paramref name="problems"/>) on any problem.
+    /// deserializes it. Returns null on syntax or type problems. When the only problems are
+    /// unknown or duplicate fields, returns the document read without them so that the caller
+    /// can collect its own problems as well; the caller must refuse it when
+    /// <paramref name="problems"/> grew.
     /// </summary>
     public static T? Parse<T>(ReadOnlySpan<byte> utf8, JsonTypeInfo<T> typeInfo, List<JsonProblem> problems, out JsonPositions positions)
         where T : class
@@ -127,9 +130,25 @@ public static class StrictJson
                 (int)(e.BytePositionInLine ?? 0) + 1, SyntaxMessage(e)));
             return null;
         }
-        if (problems.Count > before)
+        bool onlyExtraFields = true;
+        for (int i = before; i < problems.Count; i++)
+        {
+            onlyExtraFields &= problems[i].Kind is JsonProblemKind.UnknownField or JsonProblemKind.DuplicateProperty;
+        }
+        if (problems.Count > before && !onlyExtraFields)
         {
             return null;
+        }
+        if (problems.Count > before)
+        {
+            // Unknown or repeated fields are already reported; read the rest anyway (skipping them)
+            // so the caller can report its own problems too. The caller must still refuse the document.
+            var lenient = new JsonSerializerOptions(typeInfo.Options)
+            {
+                UnmappedMemberHandling = System.Text.Json.Serialization.JsonUnmappedMemberHandling.Skip,
+                AllowDuplicateProperties = true,
+            };
+            typeInfo = (JsonTypeInfo<T>)lenient.GetTypeInfo(typeof(T));
         }
         try
         {

@@ -78,7 +78,8 @@ public static class PolicyLoader
         }
         string baseDirectory = Path.GetDirectoryName(Path.GetFullPath(policyPath)) ?? Directory.GetCurrentDirectory();
         var policy = PolicyValidator.Validate(doc, policyPath, baseDirectory, positions, PolicySignature.Sha256Hex(bytes), adminKeyId, problems);
-        return new PolicyCheckResult(policy, problems);
+        // Unknown or duplicate fields leave a readable document, but the policy is still refused.
+        return new PolicyCheckResult(problems.Count == 0 ? policy : null, problems);
     }
 
     /// <summary>Reads a policy file once, with the size limit applied before reading it all.</summary>

@@ -781,13 +781,16 @@ public sealed partial class PolicyValidator
         {
             Add(PolicyRule.UnknownReference, path + ".network", $"\"{doc.Network}\" is not the name of a network in this policy");
         }
-        else if (!networkOwners.TryAdd(doc.Network, path))
+        else
         {
-            Add(PolicyRule.NetworkSharedByVms, path + ".network", $"network \"{doc.Network}\" is already bound to {networkOwners[doc.Network]}; a network carries at most one VM");
-        }
-        else if (networks.TryGetValue(doc.Network, out network) && label is { } vmLabel && network.Label != vmLabel)
-        {
-            Add(PolicyRule.LabelMismatch, path + ".label", $"the VM is labelled {vmLabel} but its network \"{doc.Network}\" is labelled {network.Label}; they must match");
+            if (!networkOwners.TryAdd(doc.Network, path))
+            {
+                Add(PolicyRule.NetworkSharedByVms, path + ".network", $"network \"{doc.Network}\" is already bound to {networkOwners[doc.Network]}; a network carries at most one VM");
+            }
+            if (networks.TryGetValue(doc.Network, out network) && label is { } vmLabel && network.Label != vmLabel)
+            {
+                Add(PolicyRule.LabelMismatch, path + ".label", $"the VM is labelled {vmLabel} but its network \"{doc.Network}\" is labelled {network.Label}; they must match");
+            }
         }
 
         var devices = new List<DeviceKind>();
