@@ -144,10 +144,11 @@ public sealed partial class PolicyValidator
         var networks = new Dictionary<string, NetworkPolicy>(StringComparer.Ordinal);
         var networkNames = new HashSet<string>(StringComparer.Ordinal);
         var macOwners = new Dictionary<ulong, string>();
+        var networkLabels = new Dictionary<string, SecurityLabel>(StringComparer.Ordinal);
         var networkList = new List<NetworkPolicy>();
         for (int i = 0; i < networkDocs.Count; i++)
         {
-            var network = CheckNetwork(networkDocs[i], $"$.networks[{i}]", networkNames, macOwners, resources);
+            var network = CheckNetwork(networkDocs[i], $"$.networks[{i}]", networkNames, networkLabels, macOwners, resources);
             if (network is not null)
             {
                 networks[network.Name] = network;
@@ -169,7 +170,7 @@ public sealed partial class PolicyValidator
         long totalMemory = 0;
         for (int i = 0; i < vmDocs.Count; i++)
         {
-            var vm = CheckVm(vmDocs[i], $"$.vms[{i}]", anchors, anchorIds, networks, networkNames, networkOwners, resources, ref totalMemory);
+            var vm = CheckVm(vmDocs[i], $"$.vms[{i}]", anchors, anchorIds, networks, networkLabels, networkNames, networkOwners, resources, ref totalMemory);
             if (vm is not null)
             {
                 vms.Add(vm);
@@ -326,7 +327,8 @@ public sealed partial class PolicyValidator
         return level is { } l && colour is { } c ? new SecurityLabel(l, c) : null;
     }
 
-    private T? Lookup<T>(IReadOnlyDictionary<string, T> table, string? value, string path, string field, string what)
+    private T? Lookup<T>(IReadOnlyDictionary<string, T> table, string? value, string path, string field, string what,
+        PolicyRule rule = PolicyRule.BadValue)
         where T : struct
     {
         if (value is null)
@@ -338,12 +340,12 @@ public sealed partial class PolicyValidator
         {
             return result;
         }
-        Add(PolicyRule.BadValue, path, $"\"{value}\" is not a {what}; expected {PolicyNames.OneOf(table)}");
+        Add(rule, path, $"\"{value}\" is not a {what}; expected {PolicyNames.OneOf(table)}");
         return null;
     }
 
     private NetworkPolicy? CheckNetwork(NetworkDocument? doc, string path, HashSet<string> names,
-        Dictionary<ulong, string> macOwners, HostResources resources)
+        Dictionary<string, SecurityLabel> labels, Dictionary<ulong, string> macOwners, HostResources resources)
     {
         if (doc is null)
         {
@@ -352,6 +354,10 @@ public sealed partial class PolicyValidator
         int before = _problems.Count;
         CheckUniqueName(doc.Name, path + ".name", names, "network");
         var label = CheckLabel(doc.Label, path + ".label");
+        if (label is { } known && doc.Name is not null)
+        {
+            labels.TryAdd(doc.Name, known);
+        }
         var backend = CheckBackend(doc.Backend, path + ".backend", resources);
 
         ulong mac = 0;
@@ -612,7 +618,7 @@ public sealed partial class PolicyValidator
         }
         int before = _problems.Count;
         var defaultAction = doc.DefaultAction is null ? FilterAction.Deny
-            : Lookup(PolicyNames.Actions, doc.DefaultAction, path + ".defaultAction", "defaultAction", "filter action");
+            : Lookup(PolicyNames.Actions, doc.DefaultAction, path + ".defaultAction", "defaultAction", "filter action", PolicyRule.BadFilterRule);
         int maxFrame = doc.MaxFrameSize ?? DefaultMaxFrameSize;
         if (maxFrame is < MinFrameSize or > MaxFrameSizeLimit)
         {
@@ -643,8 +649,8 @@ public sealed partial class PolicyValidator
     private FilterRulePolicy? CheckRule(FilterRuleDocument doc, string path)
     {
         int before = _problems.Count;
-        var direction = Lookup(PolicyNames.Directions, doc.Direction, path + ".direction", "direction", "direction");
-        var action = Lookup(PolicyNames.Actions, doc.Action, path + ".action", "action", "filter action");
+        var direction = Lookup(PolicyNames.Directions, doc.Direction, path + ".direction", "direction", "direction", PolicyRule.BadFilterRule);
+        var action = Lookup(PolicyNames.Actions, doc.Action, path + ".action", "action", "filter action", PolicyRule.BadFilterRule);
 
         ushort? etherType = null;
         if (doc.Ethertype is not null)
@@ -672,7 +678,7 @@ public sealed partial class PolicyValidator
         IpProtocol? protocol = null;
         if (doc.Protocol is not null)
         {
-            protocol = Lookup(PolicyNames.Protocols, doc.Protocol, path + ".protocol", "protocol", "protocol");
+            protocol = Lookup(PolicyNames.Protocols, doc.Protocol, path + ".protocol", "protocol", "protocol", PolicyRule.BadFilterRule);
             if (protocol is not null && !isIpv4 && !isIpv6)
             {
                 Add(PolicyRule.BadFilterRule, path + ".protocol", "a protocol needs \"ethertype\": \"ipv4\" or \"ipv6\"");
@@ -686,7 +692,8 @@ public sealed partial class PolicyValidator
         IPNetwork? cidr = null;
         if (doc.Cidr is not null)
         {
-            if (!IPNetwork.TryParse(doc.Cidr, out var network) || !TryParseAddress(doc.Cidr.Split('/')[0], out _) || !doc.Cidr.Contains('/', StringComparison.Ordinal))
+            if (!doc.Cidr.Contains('/', StringComparison.Ordinal) || !TryParseAddress(doc.Cidr.Split('/')[0], out var baseAddress)
+                || !IPNetwork.TryParse(doc.Cidr, out var network) || !network.BaseAddress.Equals(baseAddress))
             {
                 Add(PolicyRule.BadFilterRule, path + ".cidr", $"\"{doc.Cidr}\" is not a CIDR block with the host bits zero, e.g. \"10.1.0.0/24\"");
             }
@@ -746,7 +753,8 @@ public sealed partial class PolicyValidator
     }
 
     private VmPolicy? CheckVm(VmDocument? doc, string path, Dictionary<string, TrustAnchor> anchors, HashSet<string> anchorIds,
-        Dictionary<string, NetworkPolicy> networks, HashSet<string> networkNames, Dictionary<string, string> networkOwners,
+        Dictionary<string, NetworkPolicy> networks, Dictionary<string, SecurityLabel> networkLabels, HashSet<string> networkNames,
+        Dictionary<string, string> networkOwners,
         HostResources resources, ref long totalMemory)
     {
         if (doc is null)
@@ -787,9 +795,10 @@ public sealed partial class PolicyValidator
             {
                 Add(PolicyRule.NetworkSharedByVms, path + ".network", $"network \"{doc.Network}\" is already bound to {networkOwners[doc.Network]}; a network carries at most one VM");
             }
-            if (networks.TryGetValue(doc.Network, out network) && label is { } vmLabel && network.Label != vmLabel)
+            networks.TryGetValue(doc.Network, out network);
+            if (networkLabels.TryGetValue(doc.Network, out var networkLabel) && label is { } vmLabel && networkLabel != vmLabel)
             {
-                Add(PolicyRule.LabelMismatch, path + ".label", $"the VM is labelled {vmLabel} but its network \"{doc.Network}\" is labelled {network.Label}; they must match");
+                Add(PolicyRule.LabelMismatch, path + ".label", $"the VM is labelled {vmLabel} but its network \"{doc.Network}\" is labelled {networkLabel}; they must match");
             }
         }
 
