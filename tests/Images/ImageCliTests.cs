@@ -1,0 +1,47 @@
+using SecureVmm.Tests.Policy;
+using Xunit;
+
+namespace SecureVmm.Tests.Images;
+
+[Collection("Console")]
+public class ImageCliTests
+{
+    [Fact]
+    public void PackSignVerifyPrintsSignerAndDigests()
+    {
+        using var f = new ImageFixture();
+        string image = f.Path("kiosk.svmi");
+        Assert.Equal(0, PolicyCliTests.Run("keygen", "--out", f.Path("signer")).Status);
+        var (packStatus, _, packErr) = PolicyCliTests.Run("image", "pack", "--out", image, "--name", "kiosk", "--image-version", "7",
+            "--kind", "flat", "--kernel", f.Kernel, "--load-address", "0x100000", "--entry", "0x100000", "--sealed");
+        Assert.True(packStatus == 0, packErr);
+
+        var (unsigned, _, unsignedErr) = PolicyCliTests.Run("image", "verify", image, "--key", f.Path("signer.pub"));
+        Assert.Equal(2, unsigned);
+        Assert.Contains("unsigned image", unsignedErr, StringComparison.Ordinal);
+
+        Assert.Equal(0, PolicyCliTests.Run("image", "sign", image, "--key", f.Path("signer.key")).Status);
+        var (status, stdout, stderr) = PolicyCliTests.Run("image", "verify", image, "--key", f.Path("signer.pub"));
+        Assert.True(status == 0, stderr);
+        string kernelSha = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(f.Kernel)));
+        Assert.Contains(kernelSha, stdout, StringComparison.Ordinal);
+        Assert.Contains("version:  7", stdout, StringComparison.Ordinal);
+        Assert.Contains("sealed:   yes", stdout, StringComparison.Ordinal);
+        Assert.Contains("entry 0x00100000", stdout, StringComparison.Ordinal);
+        Assert.Contains("signer:   " + SecureVmm.Policy.Keys.KeyFiles.ReadPublic(f.Path("signer.pub")).Id, stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void BadAddressAndAddressOnNonFlatKindAreUsageErrors()
+    {
+        using var f = new ImageFixture();
+        var (bad, _, badErr) = PolicyCliTests.Run("image", "pack", "--out", f.Path("a.svmi"), "--name", "a", "--image-version", "1",
+            "--kind", "flat", "--kernel", f.Kernel, "--load-address", "0xZZ", "--entry", "0");
+        Assert.Equal(2, bad);
+        Assert.Contains("--load-address", badErr, StringComparison.Ordinal);
+        var (wrongKind, _, wrongErr) = PolicyCliTests.Run("image", "pack", "--out", f.Path("b.svmi"), "--name", "b", "--image-version", "1",
+            "--kind", "linux", "--kernel", f.Kernel, "--entry", "0x1000");
+        Assert.Equal(2, wrongKind);
+        Assert.Contains("flat only", wrongErr, StringComparison.Ordinal);
+    }
+}
