@@ -99,8 +99,11 @@ public static class ImageLoader
         {
             throw new ImageException(ImageErrorCode.Unsigned, $"{imagePath}: the image is not signed; sign it with 'securevmm image sign'");
         }
+        // Signatures by keys this VM does not trust are ignored (an image may carry a vendor's and a
+        // site's signature); every signature by a trusted key must verify, because a bad one is
+        // evidence of tampering even when another trusted signature is good.
         byte[] message = ImageBundle.SignedMessage(manifestBytes);
-        string? badBy = null;
+        string? signer = null;
         foreach (var signature in signatures)
         {
             var key = trustedKeys.FirstOrDefault(k => k.Id == signature.KeyId);
@@ -108,16 +111,16 @@ public static class ImageLoader
             {
                 continue;
             }
-            if (key.Verify(message, signature.Signature))
+            if (!key.Verify(message, signature.Signature))
             {
-                return key.Id;
+                throw new ImageException(ImageErrorCode.BadSignature,
+                    $"{imagePath}: the signature by key {key.Id} does not verify: the manifest or the signature has been altered");
             }
-            badBy = key.Id;
+            signer ??= key.Id;
         }
-        if (badBy is not null)
+        if (signer is not null)
         {
-            throw new ImageException(ImageErrorCode.BadSignature,
-                $"{imagePath}: the signature by key {badBy} does not verify: the manifest or the signature has been altered");
+            return signer;
         }
         string trusted = trustedKeys.Count == 0 ? "none" : string.Join(", ", trustedKeys.Select(k => k.Id));
         throw new ImageException(ImageErrorCode.WrongKey,

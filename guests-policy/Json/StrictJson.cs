@@ -107,6 +107,15 @@ public static class StrictJson
         }
         positions = new JsonPositions(utf8);
         int before = problems.Count;
+        if (!System.Text.Unicode.Utf8.IsValid(utf8))
+        {
+            // RFC 8259 section 8.1: JSON text exchanged between systems is UTF-8. The reader would
+            // only notice inside strings, and then with an exception that carries no position.
+            long bad = FirstInvalidUtf8(utf8);
+            var (line, column) = positions.LineColumn(bad);
+            problems.Add(new JsonProblem(JsonProblemKind.Syntax, "$", line, column, $"malformed JSON: invalid UTF-8 at byte offset {bad}"));
+            return null;
+        }
         var walker = new ShapeWalker(typeInfo.Options, positions, problems);
         var reader = new Utf8JsonReader(utf8, ReaderOptions);
         try
@@ -160,6 +169,20 @@ public static class StrictJson
             // The shape pass should have caught everything; this is the serializer's own word as a backstop.
             return Fail<T>(problems, e.Path ?? "$", (int)(e.LineNumber ?? 0) + 1, (int)(e.BytePositionInLine ?? 0) + 1, SyntaxMessage(e));
         }
+    }
+
+    private static long FirstInvalidUtf8(ReadOnlySpan<byte> utf8)
+    {
+        int offset = 0;
+        while (offset < utf8.Length)
+        {
+            if (System.Text.Rune.DecodeFromUtf8(utf8[offset..], out _, out int consumed) != System.Buffers.OperationStatus.Done)
+            {
+                return offset;
+            }
+            offset += consumed;
+        }
+        return offset;
     }
 
     private static T? Fail<T>(List<JsonProblem> problems, string path, int line, int column, string message)

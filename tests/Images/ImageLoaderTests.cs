@@ -46,6 +46,22 @@ public class ImageLoaderTests
     }
 
     [Fact]
+    public void UntrustedExtraSignaturesAreIgnoredButABadTrustedOneIsRefused()
+    {
+        using var f = new ImageFixture();
+        string path = f.Signed();
+        var second = Ed25519SecretKey.Generate();
+        ImageBundle.Sign(path, second);
+        byte[] bytes = File.ReadAllBytes(path);
+        bytes[^1] ^= 1; // the last byte of the second key's signature
+        File.WriteAllBytes(path, bytes);
+        Assert.Equal(f.Key.Id, ImageLoader.LoadVerified(path, [f.Key.PublicKey], null, null).SignerKeyId);
+        var e = Assert.Throws<ImageException>(() => ImageLoader.LoadVerified(path, [f.Key.PublicKey, second.PublicKey], null, null));
+        Assert.Equal(ImageErrorCode.BadSignature, e.Code);
+        Assert.Contains(second.Id, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void UnsignedImageIsRefused()
     {
         using var f = new ImageFixture();

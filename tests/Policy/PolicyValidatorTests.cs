@@ -124,3 +124,18 @@ public class PolicyValidatorTests
         Assert.Contains("at most", Assert.Single(result.Problems).Message, StringComparison.Ordinal);
     }
 }
+
+public class PolicyEncodingTests
+{
+    [Fact]
+    public void InvalidUtf8IsAMalformedJsonProblemWithAPosition()
+    {
+        byte[] bytes = "{\n  \"appliance\": \"ab\"}"u8.ToArray();
+        bytes[17] = 0xC0; // not a valid UTF-8 lead byte
+        var result = PolicyLoader.Check(bytes, "p.json", null);
+        var problem = Assert.Single(result.Problems);
+        Assert.Equal(PolicyRule.MalformedJson, problem.Rule);
+        Assert.Equal(2, problem.Line);
+        Assert.Contains("UTF-8", problem.Message, StringComparison.Ordinal);
+    }
+}
