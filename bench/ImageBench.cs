@@ -44,26 +44,46 @@ public static class ImageBench
             double shaGBps = 256.0 * block.Length / shaSeconds / 1e9;
 
             ImageLoader.LoadVerified(image, [key.PublicKey], null, null); // warm the page cache and the JIT
-            double best = double.MaxValue;
+            // Wall-clock time depends on what else the machine runs; CPU time (user + system, this
+            // process) shows what one unshared core achieves. Both are printed.
+            double best = double.MaxValue, bestCpu = double.MaxValue;
+            using var process = Process.GetCurrentProcess();
             for (int run = 0; run < 3; run++)
             {
                 GC.Collect();
+                process.Refresh();
+                var cpuBefore = process.TotalProcessorTime;
                 var stopwatch = Stopwatch.StartNew();
                 var verified = ImageLoader.LoadVerified(image, [key.PublicKey], null, null);
                 stopwatch.Stop();
+                process.Refresh();
                 GC.KeepAlive(verified);
                 best = Math.Min(best, stopwatch.Elapsed.TotalSeconds);
+                bestCpu = Math.Min(bestCpu, (process.TotalProcessorTime - cpuBefore).TotalSeconds);
             }
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"image verify: {mib} MiB payload in {best * 1000:F0} ms = {size / best / 1e9:F2} GB/s (best of 3, warm page cache)"));
+                $"image verify: {mib} MiB payload in {best * 1000:F0} ms wall = {size / best / 1e9:F2} GB/s; " +
+                $"{bestCpu * 1000:F0} ms CPU = {size / bestCpu / 1e9:F2} GB/s per CPU-second (best of 3, warm page cache)"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"sha-256 in memory: {shaGBps:F2} GB/s"));
+                $"sha-256 in memory (wall clock): {shaGBps:F2} GB/s; load average now {LoadAverage()}"));
             Console.WriteLine($"target: >= 1 GB/s");
             return 0;
         }
         finally
         {
             Directory.Delete(dir, true);
+        }
+    }
+
+    private static string LoadAverage()
+    {
+        try
+        {
+            return File.ReadAllText("/proc/loadavg").Split(' ')[0];
+        }
+        catch (IOException)
+        {
+            return "unknown";
         }
     }
 

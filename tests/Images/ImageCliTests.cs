@@ -3,7 +3,7 @@ using Xunit;
 
 namespace SecureVmm.Tests.Images;
 
-[Collection("Console")]
+[Collection("PolicyConsole")]
 public class ImageCliTests
 {
     [Fact]

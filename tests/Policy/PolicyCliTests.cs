@@ -5,7 +5,7 @@ using Xunit;
 namespace SecureVmm.Tests.Policy;
 
 /// <summary>The commands as a user runs them: exit statuses and messages, never a stack trace.</summary>
-[Collection("Console")]
+[Collection("PolicyConsole")]
 public class PolicyCliTests
 {
     internal static (int Status, string Out, string Err) Run(params string[] args)
