@@ -30,7 +30,7 @@ public static class PolicyCommands
     private static Command Check()
     {
         var file = new Argument<string>("POLICY") { Description = "Policy file (JSON, docs/policy.md)" };
-        var key = new Option<string?>("--policy-key") { Description = "Administrator public key: also verify POLICY.sig" };
+        var key = new Option<string?>("--policy-key") { Description = "Administrator public key or trust file (several keys): also verify POLICY.sig" };
         var signature = new Option<string?>("--signature") { Description = "Signature file (default POLICY.sig)" };
         var images = new Option<bool>("--images") { Description = "Also verify every VM's image against its signers, name and sealing" };
         var command = new Command("check", "Validate a policy: print every problem, or a summary of what it will run")
@@ -44,14 +44,13 @@ public static class PolicyCommands
             string? adminKeyId = null;
             if (parse.GetValue(key) is { } keyPath)
             {
-                var adminKey = KeyFiles.ReadPublic(keyPath);
+                var adminKeys = KeyFiles.ReadTrustFile(keyPath);
                 string signaturePath = parse.GetValue(signature) ?? PolicySignature.DefaultPath(path);
                 if (!File.Exists(signaturePath))
                 {
                     throw new PolicyException(PolicyErrorCode.MissingSignature, $"{signaturePath}: no signature for {path}; sign it with 'securevmm policy sign'");
                 }
-                PolicySignature.Verify(bytes, path, File.ReadAllText(signaturePath), signaturePath, adminKey);
-                adminKeyId = adminKey.Id;
+                adminKeyId = PolicySignature.Verify(bytes, path, File.ReadAllText(signaturePath), signaturePath, adminKeys).Id;
             }
             var result = PolicyLoader.Check(bytes, path, adminKeyId);
             if (result.Policy is null)

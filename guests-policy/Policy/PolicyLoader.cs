@@ -20,7 +20,14 @@ public static class PolicyLoader
     /// signature (default POLICY.sig) against <paramref name="adminKey"/>, then validates it.
     /// Throws <see cref="PolicyException"/> naming what failed.
     /// </summary>
-    public static ValidatedPolicy LoadVerified(string policyPath, Ed25519PublicKey adminKey, string? signaturePath = null)
+    public static ValidatedPolicy LoadVerified(string policyPath, Ed25519PublicKey adminKey, string? signaturePath = null) =>
+        LoadVerified(policyPath, [adminKey], signaturePath);
+
+    /// <summary>
+    /// As above, with several administrator keys (a trust file, <see cref="KeyFiles.ReadTrustFile"/>):
+    /// the signature's key id chooses the key, which must be one of <paramref name="adminKeys"/>.
+    /// </summary>
+    public static ValidatedPolicy LoadVerified(string policyPath, IReadOnlyCollection<Ed25519PublicKey> adminKeys, string? signaturePath = null)
     {
         byte[] bytes = ReadBytes(policyPath);
         signaturePath ??= PolicySignature.DefaultPath(policyPath);
@@ -38,7 +45,7 @@ public static class PolicyLoader
         {
             throw new PolicyException(PolicyErrorCode.Unreadable, $"{signaturePath}: cannot read: {e.Message}");
         }
-        PolicySignature.Verify(bytes, policyPath, signatureText, signaturePath, adminKey);
+        var adminKey = PolicySignature.Verify(bytes, policyPath, signatureText, signaturePath, adminKeys);
         var result = Check(bytes, policyPath, adminKey.Id);
         return result.Policy ?? throw Invalid(policyPath, result.Problems);
     }

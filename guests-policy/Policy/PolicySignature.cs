@@ -43,7 +43,12 @@ public static class PolicySignature
     /// Checks <paramref name="signatureText"/> (read from <paramref name="signatureName"/>) over
     /// <paramref name="policy"/> against <paramref name="adminKey"/>; throws a PolicyException saying which check failed.
     /// </summary>
-    public static void Verify(ReadOnlySpan<byte> policy, string policyName, string signatureText, string signatureName, Ed25519PublicKey adminKey)
+    public static void Verify(ReadOnlySpan<byte> policy, string policyName, string signatureText, string signatureName, Ed25519PublicKey adminKey) =>
+        Verify(policy, policyName, signatureText, signatureName, [adminKey]);
+
+    /// <summary>As above, accepting any of <paramref name="adminKeys"/>; returns the key that signed.</summary>
+    public static Ed25519PublicKey Verify(ReadOnlySpan<byte> policy, string policyName, string signatureText, string signatureName,
+        IReadOnlyCollection<Ed25519PublicKey> adminKeys)
     {
         string? keyId = null, digest = null;
         byte[]? signature = null;
@@ -95,11 +100,9 @@ public static class PolicySignature
             string missing = keyId is null ? "key" : digest is null ? "sha256" : "signature";
             throw new PolicyException(PolicyErrorCode.MalformedSignature, $"{signatureName}: missing field '{missing}'");
         }
-        if (keyId != adminKey.Id)
-        {
-            throw new PolicyException(PolicyErrorCode.WrongKey,
-                $"{signatureName}: the policy is signed by key {keyId}, but the administrator key given is {adminKey.Id}");
-        }
+        var adminKey = adminKeys.FirstOrDefault(k => k.Id == keyId) ?? throw new PolicyException(PolicyErrorCode.WrongKey,
+            $"{signatureName}: the policy is signed by key {keyId}, but the administrator key{(adminKeys.Count == 1 ? "" : "s")} given " +
+            $"{(adminKeys.Count == 1 ? "is" : "are")} {string.Join(", ", adminKeys.Select(k => k.Id))}");
         string actual = Sha256Hex(policy);
         if (!string.Equals(digest, actual, StringComparison.Ordinal))
         {
@@ -111,5 +114,6 @@ public static class PolicySignature
             throw new PolicyException(PolicyErrorCode.BadSignature,
                 $"{signatureName}: the Ed25519 signature does not verify against administrator key {adminKey.Id}");
         }
+        return adminKey;
     }
 }
