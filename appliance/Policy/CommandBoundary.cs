@@ -42,6 +42,12 @@ internal static class CommandBoundary
             Console.Error.WriteLine($"securevmm: I/O error: {e.Message}");
             return Cli.ExitUsage;
         }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException)
+        {
+            // Path APIs reject some user-supplied paths (e.g. with a NUL byte) this way.
+            Console.Error.WriteLine($"securevmm: invalid argument: {e.Message}");
+            return Cli.ExitUsage;
+        }
     }
 
     private static string Describe(PolicyErrorCode code) => code switch

@@ -66,7 +66,7 @@ public sealed class ImageTamperProperties : IDisposable
             Gen.Choose(_manifestEnd, _signatureStart - 1),
             Gen.Choose(_signatureStart, _signed.Length - 1));
         var flips = Gen.Choose(1, 255).Select(v => (byte)v);
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(400), Prop.ForAll(Arb.From(offsets), Arb.From(flips), (offset, flip) =>
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(PolicySoak.Tests(400)), Prop.ForAll(Arb.From(offsets), Arb.From(flips), (offset, flip) =>
         {
             byte[] bytes = (byte[])_signed.Clone();
             bytes[offset] ^= flip;
@@ -78,7 +78,7 @@ public sealed class ImageTamperProperties : IDisposable
     public void AnyTruncationOrAppendIsRefused()
     {
         var lengths = Gen.OneOf(Gen.Choose(0, _signed.Length - 1), Gen.Choose(_signed.Length + 1, _signed.Length + 200));
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(200), Prop.ForAll(Arb.From(lengths), length =>
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(PolicySoak.Tests(200)), Prop.ForAll(Arb.From(lengths), length =>
         {
             byte[] bytes = new byte[length];
             _signed.AsSpan(0, Math.Min(length, _signed.Length)).CopyTo(bytes);
@@ -91,7 +91,7 @@ public sealed class ImageTamperProperties : IDisposable
     {
         // A valid signature by the trusted key, but over a different manifest, must not transfer.
         var messages = ArbMap.Default.GeneratorFor<byte[]>();
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(50), Prop.ForAll(Arb.From(messages), message =>
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(PolicySoak.Tests(50)), Prop.ForAll(Arb.From(messages), message =>
         {
             byte[] bytes = (byte[])_signed.Clone();
             byte[] signature = _key.Sign(ImageBundle.SignedMessage(message));

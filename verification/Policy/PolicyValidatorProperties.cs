@@ -208,7 +208,7 @@ public class PolicyValidatorProperties
     public void GeneratedValidPoliciesAreAccepted()
     {
         Validate(ValidPolicy(1)); // warm-up outside the property so a setup failure reads plainly
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(200), Prop.ForAll(Arb.From(ArbMap.Default.GeneratorFor<int>()), seed =>
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(PolicySoak.Tests(200)), Prop.ForAll(Arb.From(ArbMap.Default.GeneratorFor<int>()), seed =>
         {
             var result = Validate(ValidPolicy(seed));
             return (result.Policy is not null && result.Problems.Count == 0)
@@ -222,7 +222,7 @@ public class PolicyValidatorProperties
         var cases = from seed in ArbMap.Default.GeneratorFor<int>()
                     from mutation in Gen.Choose(0, Mutations.Length - 1)
                     select (seed, mutation);
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(400), Prop.ForAll(Arb.From(cases), c =>
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(PolicySoak.Tests(400)), Prop.ForAll(Arb.From(cases), c =>
         {
             var doc = ValidPolicy(c.seed);
             var mutation = Mutations[c.mutation];
