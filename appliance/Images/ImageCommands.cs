@@ -96,7 +96,7 @@ internal static class ImageCommands
         var file = new Argument<string>("IMAGE") { Description = "Image file to verify" };
         var keys = new Option<string[]>("--key", "-k")
         {
-            Description = "Trusted public key file (repeat for several)",
+            Description = "Trusted public key file or trust file (repeat for several)",
             Required = true,
             AllowMultipleArgumentsPerToken = false,
         };
@@ -104,7 +104,7 @@ internal static class ImageCommands
         var command = new Command("verify", "Check an image's signature, payload sizes and hashes; print signer and digests") { file, keys, name };
         command.SetAction(parse => CommandBoundary.Run(() =>
         {
-            var trusted = parse.GetValue(keys)!.Select(KeyFiles.ReadPublic).ToList();
+            var trusted = parse.GetValue(keys)!.SelectMany(KeyFiles.ReadTrustFile).ToList();
             string path = parse.GetValue(file)!;
             var image = ImageLoader.LoadVerified(path, trusted, null, null, parse.GetValue(name));
             var m = image.Manifest;
