@@ -20,17 +20,17 @@ internal static class ImageCommands
 
     private static Command Pack()
     {
-        var output = new Option<string>("--out", "-o") { Description = "Image file to write", Required = true };
-        var name = new Option<string>("--name") { Description = "Image name (the policy's image.name must match)", Required = true };
-        var version = new Option<ulong>("--image-version") { Description = "Version: a whole number, higher for newer images (rollback protection compares it)", Required = true };
+        var output = new Option<string>("--out", "-o") { HelpName = "FILE", Description = "Image file to write", Required = true };
+        var name = new Option<string>("--name") { HelpName = "NAME", Description = "Image name (the policy's image.name must match)", Required = true };
+        var version = new Option<ulong>("--image-version") { HelpName = "N", Description = "Version: a whole number, higher for newer images (rollback protection compares it)", Required = true };
         var kind = new Option<string>("--kind") { Description = "multiboot | linux | flat", Required = true };
         kind.AcceptOnlyFromAmong("multiboot", "linux", "flat");
-        var kernel = new Option<string>("--kernel") { Description = "Kernel file (Multiboot ELF32, bzImage or flat binary)", Required = true };
-        var initrd = new Option<string?>("--initrd") { Description = "Initial ramdisk (linux and multiboot kinds)" };
-        var cmdline = new Option<string>("--cmdline") { Description = "Kernel command line", DefaultValueFactory = _ => "" };
+        var kernel = new Option<string>("--kernel") { HelpName = "FILE", Description = "Kernel file (Multiboot ELF32, bzImage or flat binary)", Required = true };
+        var initrd = new Option<string?>("--initrd") { HelpName = "FILE", Description = "Initial ramdisk (linux and multiboot kinds)" };
+        var cmdline = new Option<string>("--cmdline") { HelpName = "TEXT", Description = "Kernel command line", DefaultValueFactory = _ => "" };
         var isSealed = new Option<bool>("--sealed") { Description = "Mark the image sealed: read-only payload, no persistent writable storage" };
-        var load = new Option<string?>("--load-address") { Description = "Flat images: guest-physical load address (decimal or 0x hex)" };
-        var entry = new Option<string?>("--entry") { Description = "Flat images: entry point (decimal or 0x hex)" };
+        var load = new Option<string?>("--load-address") { HelpName = "ADDRESS", Description = "Flat images: guest-physical load address (decimal or 0x hex)" };
+        var entry = new Option<string?>("--entry") { HelpName = "ADDRESS", Description = "Flat images: entry point (decimal or 0x hex)" };
         var command = new Command("pack", "Make an unsigned image (manifest + payloads) from files")
         {
             output, name, version, kind, kernel, initrd, cmdline, isSealed, load, entry,
@@ -78,7 +78,7 @@ internal static class ImageCommands
     private static Command Sign()
     {
         var file = new Argument<string>("IMAGE") { Description = "Image file to sign (signature added in place)" };
-        var key = new Option<string>("--key", "-k") { Description = "Secret key file (from securevmm keygen)", Required = true };
+        var key = new Option<string>("--key", "-k") { HelpName = "FILE", Description = "Secret key file (from securevmm keygen)", Required = true };
         var command = new Command("sign", "Add a detached Ed25519 signature over the image's manifest") { file, key };
         command.SetAction(parse => CommandBoundary.Run(() =>
         {
@@ -96,11 +96,12 @@ internal static class ImageCommands
         var file = new Argument<string>("IMAGE") { Description = "Image file to verify" };
         var keys = new Option<string[]>("--key", "-k")
         {
+            HelpName = "FILE",
             Description = "Trusted public key file or trust file (repeat for several)",
             Required = true,
             AllowMultipleArgumentsPerToken = false,
         };
-        var name = new Option<string?>("--name") { Description = "Require this image name" };
+        var name = new Option<string?>("--name") { HelpName = "NAME", Description = "Require this image name" };
         var command = new Command("verify", "Check an image's signature, payload sizes and hashes; print signer and digests") { file, keys, name };
         command.SetAction(parse => CommandBoundary.Run(() =>
         {

@@ -11,6 +11,7 @@ internal static class KeygenCommand
     {
         var output = new Option<string>("--out", "-o")
         {
+            HelpName = "PREFIX",
             Description = "Path prefix: writes PREFIX.key (secret, mode 0600) and PREFIX.pub (public)",
             Required = true,
         };

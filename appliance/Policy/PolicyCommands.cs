@@ -30,8 +30,8 @@ public static class PolicyCommands
     private static Command Check()
     {
         var file = new Argument<string>("POLICY") { Description = "Policy file (JSON, docs/policy.md)" };
-        var key = new Option<string?>("--policy-key") { Description = "Administrator public key or trust file (several keys): also verify POLICY.sig" };
-        var signature = new Option<string?>("--signature") { Description = "Signature file (default POLICY.sig)" };
+        var key = new Option<string?>("--policy-key") { HelpName = "FILE", Description = "Administrator public key or trust file (several keys): also verify POLICY.sig" };
+        var signature = new Option<string?>("--signature") { HelpName = "FILE", Description = "Signature file (default POLICY.sig)" };
         var images = new Option<bool>("--images") { Description = "Also verify every VM's image against its signers, name and sealing" };
         var command = new Command("check", "Validate a policy: print every problem, or a summary of what it will run")
         {
@@ -116,8 +116,8 @@ public static class PolicyCommands
     private static Command Sign()
     {
         var file = new Argument<string>("POLICY") { Description = "Policy file to sign" };
-        var key = new Option<string>("--key", "-k") { Description = "Administrator secret key file", Required = true };
-        var signature = new Option<string?>("--signature") { Description = "Signature file to write (default POLICY.sig)" };
+        var key = new Option<string>("--key", "-k") { HelpName = "FILE", Description = "Administrator secret key file", Required = true };
+        var signature = new Option<string?>("--signature") { HelpName = "FILE", Description = "Signature file to write (default POLICY.sig)" };
         var command = new Command("sign", "Write the detached administrator signature of a valid policy") { file, key, signature };
         command.SetAction(parse => CommandBoundary.Run(() =>
         {
