@@ -1,3 +1,5 @@
+using SecureVmm.Policy.Images;
+using SecureVmm.Policy.Keys;
 using SecureVmm.Tests.Policy;
 using Xunit;
 
@@ -29,6 +31,49 @@ public class ImageCliTests
         Assert.Contains("sealed:   yes", stdout, StringComparison.Ordinal);
         Assert.Contains("entry 0x00100000", stdout, StringComparison.Ordinal);
         Assert.Contains("signer:   " + SecureVmm.Policy.Keys.KeyFiles.ReadPublic(f.Path("signer.pub")).Id, stdout, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("hash mismatch", "payload")]
+    [InlineData("truncated payload", "truncate")]
+    [InlineData("wrong key", "other-key")]
+    [InlineData("bad signature", "signature")]
+    [InlineData("malformed manifest JSON", "json")]
+    [InlineData("not an image", "magic")]
+    [InlineData("trailing data", "append")]
+    public void EachImageErrorExits2WithItsOwnMessage(string expected, string damage)
+    {
+        using var f = new ImageFixture();
+        string path = f.Signed();
+        byte[] bytes = File.ReadAllBytes(path);
+        switch (damage)
+        {
+            case "payload":
+                bytes[bytes.Length - 1000] ^= 1;
+                break;
+            case "truncate":
+                bytes = bytes[..(bytes.Length / 2)];
+                break;
+            case "signature":
+                bytes[^1] ^= 1;
+                break;
+            case "json":
+                bytes[ImageBundle.HeaderSize] = (byte)'[';
+                break;
+            case "magic":
+                bytes[0] = (byte)'X';
+                break;
+            case "append":
+                bytes = [.. bytes, 0];
+                break;
+        }
+        File.WriteAllBytes(path, bytes);
+        string key = f.Path("trusted.pub");
+        KeyFiles.WritePublic(key, damage == "other-key" ? Ed25519SecretKey.Generate().PublicKey : f.Key.PublicKey);
+        var (status, _, stderr) = PolicyCliTests.Run("image", "verify", path, "--key", key);
+        Assert.Equal(2, status);
+        Assert.StartsWith("securevmm: " + expected + ": " + path, stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", stderr, StringComparison.Ordinal);
     }
 
     [Fact]
