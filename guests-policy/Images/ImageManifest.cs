@@ -212,7 +212,11 @@ public static partial class ManifestRules
             Bad("$.sealed", "missing field 'sealed'; expected true or false");
         }
         string cmdline = doc.Cmdline ?? "";
-        if (System.Text.Encoding.UTF8.GetByteCount(cmdline) > MaxCommandLineBytes)
+        if (doc.Cmdline is null)
+        {
+            Bad("$.cmdline", "missing field 'cmdline'; expected the kernel command line (\"\" for none)");
+        }
+        else if (System.Text.Encoding.UTF8.GetByteCount(cmdline) > MaxCommandLineBytes)
         {
             Big("$.cmdline", $"the command line is {System.Text.Encoding.UTF8.GetByteCount(cmdline)} bytes; at most {MaxCommandLineBytes} are allowed");
         }

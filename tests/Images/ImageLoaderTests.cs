@@ -178,8 +178,10 @@ public class ImageLoaderTests
         ImageErrorCode.MalformedField, "$.payloads[0].sha256")]
     [InlineData("{\"formatVersion\":1,\"name\":\"a\",\"version\":1,\"created\":\"2026-01-01T00:00:00Z\",\"kind\":\"flat\",\"sealed\":false,\"payloads\":[{\"role\":\"kernel\",\"name\":\"k\",\"size\":1,\"sha256\":\"" + Zeros + "\"}]}",
         ImageErrorCode.MalformedField, "boot.loadAddress")]
-    [InlineData("{ \"formatVersion\":1,\"name\":\"a\",\"version\":1,\"created\":\"2026-01-01T00:00:00Z\",\"kind\":\"linux\",\"sealed\":false,\"payloads\":[{\"role\":\"kernel\",\"name\":\"k\",\"size\":1,\"sha256\":\"" + Zeros + "\"}]}",
+    [InlineData("{ \"formatVersion\":1,\"name\":\"a\",\"version\":1,\"created\":\"2026-01-01T00:00:00Z\",\"kind\":\"linux\",\"sealed\":false,\"cmdline\":\"\",\"payloads\":[{\"role\":\"kernel\",\"name\":\"k\",\"size\":1,\"sha256\":\"" + Zeros + "\"}]}",
         ImageErrorCode.MalformedField, "canonical")]
+    [InlineData("{\"formatVersion\":1,\"name\":\"a\",\"version\":1,\"created\":\"2026-01-01T00:00:00Z\",\"kind\":\"linux\",\"sealed\":false,\"payloads\":[{\"role\":\"kernel\",\"name\":\"k\",\"size\":1,\"sha256\":\"" + Zeros + "\"}]}",
+        ImageErrorCode.MalformedField, "$.cmdline")]
     public void MalformedManifestsAreRefusedNamingTheField(string json, ImageErrorCode code, string expected)
     {
         using var f = new ImageFixture();
