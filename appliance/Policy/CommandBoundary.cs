@@ -50,40 +50,43 @@ internal static class CommandBoundary
         }
     }
 
-    private static string Describe(PolicyErrorCode code) => code switch
+    // How each refusal is named in the one-line message, e.g. "securevmm: hash mismatch: FILE: ...".
+    private static readonly Dictionary<PolicyErrorCode, string> PolicyErrorNames = new()
     {
-        PolicyErrorCode.MissingFile => "missing file",
-        PolicyErrorCode.Unreadable => "unreadable file",
-        PolicyErrorCode.TooLarge => "policy too large",
-        PolicyErrorCode.Invalid => "invalid policy",
-        PolicyErrorCode.MissingSignature => "missing policy signature",
-        PolicyErrorCode.MalformedSignature => "malformed policy signature",
-        PolicyErrorCode.WrongKey => "wrong key",
-        PolicyErrorCode.BadSignature => "bad signature",
-        PolicyErrorCode.DigestMismatch => "policy changed since signing",
-        _ => code.ToString(),
+        [PolicyErrorCode.MissingFile] = "missing file",
+        [PolicyErrorCode.Unreadable] = "unreadable file",
+        [PolicyErrorCode.TooLarge] = "policy too large",
+        [PolicyErrorCode.Invalid] = "invalid policy",
+        [PolicyErrorCode.MissingSignature] = "missing policy signature",
+        [PolicyErrorCode.MalformedSignature] = "malformed policy signature",
+        [PolicyErrorCode.WrongKey] = "wrong key",
+        [PolicyErrorCode.BadSignature] = "bad signature",
+        [PolicyErrorCode.DigestMismatch] = "policy changed since signing",
     };
 
-    private static string Describe(ImageErrorCode code) => code switch
+    private static string Describe(PolicyErrorCode code) => PolicyErrorNames.TryGetValue(code, out var name) ? name : code.ToString();
+
+    private static readonly Dictionary<ImageErrorCode, string> ImageErrorNames = new()
     {
-        ImageErrorCode.MissingFile => "missing file",
-        ImageErrorCode.Unreadable => "unreadable file",
-        ImageErrorCode.NotAnImage => "not an image",
-        ImageErrorCode.MalformedJson => "malformed manifest JSON",
-        ImageErrorCode.MalformedField => "malformed field",
-        ImageErrorCode.OversizedField => "oversized field",
-        ImageErrorCode.TruncatedPayload => "truncated payload",
-        ImageErrorCode.TrailingData => "trailing data",
-        ImageErrorCode.Unsigned => "unsigned image",
-        ImageErrorCode.WrongKey => "wrong key",
-        ImageErrorCode.BadSignature => "bad signature",
-        ImageErrorCode.HashMismatch => "hash mismatch",
-        ImageErrorCode.NameMismatch => "image name mismatch",
-        ImageErrorCode.SealedMismatch => "sealing mismatch",
-        ImageErrorCode.Rollback => "version rollback",
-        ImageErrorCode.MalformedRollbackState => "malformed rollback state",
-        _ => code.ToString(),
+        [ImageErrorCode.MissingFile] = "missing file",
+        [ImageErrorCode.Unreadable] = "unreadable file",
+        [ImageErrorCode.NotAnImage] = "not an image",
+        [ImageErrorCode.MalformedJson] = "malformed manifest JSON",
+        [ImageErrorCode.MalformedField] = "malformed field",
+        [ImageErrorCode.OversizedField] = "oversized field",
+        [ImageErrorCode.TruncatedPayload] = "truncated payload",
+        [ImageErrorCode.TrailingData] = "trailing data",
+        [ImageErrorCode.Unsigned] = "unsigned image",
+        [ImageErrorCode.WrongKey] = "wrong key",
+        [ImageErrorCode.BadSignature] = "bad signature",
+        [ImageErrorCode.HashMismatch] = "hash mismatch",
+        [ImageErrorCode.NameMismatch] = "image name mismatch",
+        [ImageErrorCode.SealedMismatch] = "sealing mismatch",
+        [ImageErrorCode.Rollback] = "version rollback",
+        [ImageErrorCode.MalformedRollbackState] = "malformed rollback state",
     };
+
+    private static string Describe(ImageErrorCode code) => ImageErrorNames.TryGetValue(code, out var name) ? name : code.ToString();
 }
 
 /// <summary>A command-line value that parsed but makes no sense (e.g. a bad address); exit status 2.</summary>
