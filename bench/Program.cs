@@ -8,6 +8,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.Ordi
     ["tcb-size"] = a => TcbSize.Print(TcbSize.FindRepoRoot(a.Length > 0 ? a[0] : Directory.GetCurrentDirectory())),
     ["audit"] = AuditBench.Run,
     ["devices"] = DeviceBench.Run,
+    ["image"] = ImageBench.Run,
 };
 if (args.Length > 0 && benchmarks.TryGetValue(args[0], out var run))
 {

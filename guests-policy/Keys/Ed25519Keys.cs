@@ -117,6 +117,59 @@ public static class KeyFiles
     public static Ed25519PublicKey ReadPublic(string path) =>
         new(ReadField(path, PublicHeader, "public", Ed25519PublicKey.Size));
 
+    /// <summary>
+    /// Reads a trust file: one or more public key files concatenated (each block starts with the
+    /// public key header line). A single public key file is a trust file with one key.
+    /// </summary>
+    public static IReadOnlyList<Ed25519PublicKey> ReadTrustFile(string path)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new KeyFileException($"{path}: cannot read trust file: {e.Message}");
+        }
+        return ParseTrustFile(text, path);
+    }
+
+    /// <summary>Parses trust file text; <paramref name="name"/> is used in error messages.</summary>
+    public static IReadOnlyList<Ed25519PublicKey> ParseTrustFile(string text, string name)
+    {
+        string[] lines = text.Replace("\r\n", "\n", StringComparison.Ordinal).Split('\n');
+        var keys = new List<Ed25519PublicKey>();
+        int start = -1;
+        for (int i = 0; i <= lines.Length; i++)
+        {
+            bool boundary = i == lines.Length || lines[i].Trim() == PublicHeader;
+            if (!boundary)
+            {
+                if (start < 0 && lines[i].Trim().Length > 0)
+                {
+                    throw new KeyFileException($"{name}: line {i + 1}: expected \"{PublicHeader}\"");
+                }
+                continue;
+            }
+            if (start >= 0)
+            {
+                var key = ParsePublic(string.Join('\n', lines[start..i]), $"{name} (key starting at line {start + 1})");
+                if (keys.Any(k => k.Id == key.Id))
+                {
+                    throw new KeyFileException($"{name}: line {start + 1}: key {key.Id} is listed twice");
+                }
+                keys.Add(key);
+            }
+            start = i;
+        }
+        if (keys.Count == 0)
+        {
+            throw new KeyFileException($"{name}: no public keys; expected one or more blocks starting with \"{PublicHeader}\"");
+        }
+        return keys;
+    }
+
     /// <summary>Parses key file text; <paramref name="name"/> is used in error messages.</summary>
     public static Ed25519PublicKey ParsePublic(string text, string name) =>
         new(ParseField(text, name, PublicHeader, "public", Ed25519PublicKey.Size));
