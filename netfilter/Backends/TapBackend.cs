@@ -5,7 +5,8 @@ namespace SecureVmm.NetFilter.Backends;
 
 /// <summary>Where a TAP device is attached on the host.</summary>
 /// <param name="Name">Interface name (at most 15 characters); null lets the kernel pick tapN.</param>
-/// <param name="Bridge">Host bridge to enslave the device to (in the initial namespace), or null.</param>
+/// <param name="Bridge">Bridge to enslave the device to, or null. The bridge must already exist in the
+/// namespace the device ends up in (the initial one, or <paramref name="NetworkNamespace"/>).</param>
 /// <param name="NetworkNamespace">Named network namespace (as `ip netns` knows it) to move the device into, or null.</param>
 public sealed record TapOptions(string? Name = null, string? Bridge = null, string? NetworkNamespace = null);
 
@@ -44,6 +45,7 @@ public sealed class TapBackend : INetworkBackend
 
     public string Description => Options switch
     {
+        { NetworkNamespace: { } ns, Bridge: { } br } => $"tap {Name} on bridge {br} in netns {ns}",
         { NetworkNamespace: { } ns } => $"tap {Name} in netns {ns}",
         { Bridge: { } br } => $"tap {Name} on bridge {br}",
         _ => $"tap {Name}",
@@ -110,10 +112,6 @@ public sealed class TapBackend : INetworkBackend
         {
             throw new NetworkBackendException($"tap backend: namespace name '{ns}' must be letters, digits, '-', '_' or '.'");
         }
-        if (options.Bridge is not null && options.NetworkNamespace is not null)
-        {
-            throw new NetworkBackendException("tap backend: give a bridge or a network namespace, not both");
-        }
 
         int fd = LinuxNative.Open(Encoding.ASCII.GetBytes("/dev/net/tun\0"), LinuxNative.O_RDWR | LinuxNative.O_CLOEXEC | LinuxNative.O_NONBLOCK);
         if (fd < 0)
@@ -172,19 +170,18 @@ public sealed class TapBackend : INetworkBackend
 
     private void Attach()
     {
+        // `ip -n NS ...` runs the command inside the named namespace; without it, in ours.
+        string[] scope = [];
         if (Options.NetworkNamespace is { } ns)
         {
             RunIp("link", "set", "dev", Name, "netns", ns);
-            RunIp("-n", ns, "link", "set", "dev", Name, "up");
+            scope = ["-n", ns];
         }
-        else
+        if (Options.Bridge is { } bridge)
         {
-            if (Options.Bridge is { } bridge)
-            {
-                RunIp("link", "set", "dev", Name, "master", bridge);
-            }
-            RunIp("link", "set", "dev", Name, "up");
+            RunIp([.. scope, "link", "set", "dev", Name, "master", bridge]);
         }
+        RunIp([.. scope, "link", "set", "dev", Name, "up"]);
     }
 
     /// <summary>Runs iproute2's `ip` with the given arguments; a failure names the command and ip's message.</summary>
