@@ -52,6 +52,74 @@ public class BackendTests(ITestOutputHelper output)
         Assert.Equal(0, a.SendErrors);
     }
 
+    private static IPEndPoint FreeLoopbackPort()
+    {
+        using var probe = new System.Net.Sockets.UdpClient(new IPEndPoint(IPAddress.Loopback, 0));
+        return (IPEndPoint)probe.Client.LocalEndPoint!;
+    }
+
+    /// <summary>
+    /// Wire compatibility with QEMU's `-net socket,udp=...,localaddr=...`: QEMU joins two such
+    /// netdevs on its hub 0, so it relays whatever one of our backends sends to the other.
+    /// </summary>
+    [Fact]
+    public void UdpBackendInteroperatesWithQemuSocketNetdev()
+    {
+        string? qemu = ExternalTool.Find("qemu-system-x86_64") ?? ExternalTool.Find("qemu-system-i386");
+        if (qemu is null)
+        {
+            output.WriteLine("SKIPPED: qemu-system-x86_64/i386 not installed; QEMU interoperability not checked");
+            return;
+        }
+        var ourA = FreeLoopbackPort();
+        var qemuA = FreeLoopbackPort();
+        var ourB = FreeLoopbackPort();
+        var qemuB = FreeLoopbackPort();
+        var start = new System.Diagnostics.ProcessStartInfo(qemu) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var arg in new[]
+        {
+            "-machine", "none", "-nodefaults", "-display", "none",
+            "-net", $"socket,udp={ourA},localaddr={qemuA}",
+            "-net", $"socket,udp={ourB},localaddr={qemuB}",
+        })
+        {
+            start.ArgumentList.Add(arg);
+        }
+        using var process = System.Diagnostics.Process.Start(start)!;
+        try
+        {
+            using var a = new UdpBackend(ourA, qemuA);
+            using var b = new UdpBackend(ourB, qemuB);
+            var atA = new BlockingCollection<byte[]>();
+            var atB = new BlockingCollection<byte[]>();
+            a.Start(f => atA.Add(f.ToArray()));
+            b.Start(f => atB.Add(f.ToArray()));
+            var frame = Out4(IpProtocols.Udp, FrameBuilder.Udp(1234, 5678, new byte[1000]));
+            byte[]? relayed = null;
+            for (int attempt = 0; attempt < 50 && relayed is null && !process.HasExited; attempt++)
+            {
+                a.Send(frame); // QEMU may still be starting: retry
+                relayed = atB.TryTake(out var got, TimeSpan.FromMilliseconds(200)) ? got : null;
+            }
+            if (process.HasExited)
+            {
+                Assert.Fail($"qemu exited with {process.ExitCode}: {process.StandardError.ReadToEnd()}");
+            }
+            Assert.Equal(frame, relayed);
+            var back = In4(IpProtocols.Tcp, FrameBuilder.Tcp(1, 2));
+            b.Send(back);
+            Assert.Equal(back, Receive(atA, f => f.Length == back.Length, TimeSpan.FromSeconds(5)));
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill();
+            }
+            process.WaitForExit();
+        }
+    }
+
     [Fact]
     public void UdpBackendIgnoresDatagramsFromAnyoneButThePeer()
     {
