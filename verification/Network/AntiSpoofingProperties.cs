@@ -17,7 +17,10 @@ namespace SecureVmm.Verification.Network;
 /// </summary>
 public class AntiSpoofingProperties
 {
-    private static readonly Config Runs = Config.QuickThrowOnFailure.WithMaxTest(3000);
+    /// <summary>Set SECUREVMM_SOAK=1 for a long run (100x the cases).</summary>
+    internal static readonly int Scale = Environment.GetEnvironmentVariable("SECUREVMM_SOAK") is { Length: > 0 } ? 100 : 1;
+
+    private static readonly Config Runs = Config.QuickThrowOnFailure.WithMaxTest(3000 * Scale);
 
     private static readonly UInt128 OwnV6 = IpAddressBits.FromIpAddress(VmIp6).Value;
     private static readonly UInt128 OwnLinkLocal = IpAddressBits.FromIpAddress(VmLinkLocal).Value;
@@ -134,7 +137,7 @@ public class AntiSpoofingProperties
             new Filter(AllowEverythingConfig(dhcp: true)),
             new Filter(new FilterConfig { Mac = VmMac, Addresses = [VmIp], Rules = [new AllowRule { IpProtocol = IpProtocols.Tcp, DestinationPorts = new NumberRange(1, 1000) }], OutboundRate = new RateLimit(1000, 1_000_000) }),
         };
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(5000), Prop.ForAll(ArbMap.Default.ArbFor<byte[]>(), bytes =>
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(5000 * Scale), Prop.ForAll(ArbMap.Default.ArbFor<byte[]>(), bytes =>
         {
             FrameParser.Parse(bytes, out _);
             foreach (var f in filters)
@@ -150,7 +153,7 @@ public class AntiSpoofingProperties
     public void MutatedFramesNeverThrowAndNeverReadPastTheirEnd()
     {
         var filter = new Filter(AllowEverythingConfig(dhcp: true));
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(5000), Prop.ForAll(Seeds, seed =>
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(5000 * Scale), Prop.ForAll(Seeds, seed =>
         {
             var rng = new Random(seed);
             var frame = rng.Next(2) == 0 ? Outbound(rng) : Inbound(rng);

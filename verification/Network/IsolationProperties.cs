@@ -53,7 +53,7 @@ public class IsolationProperties
     [Fact]
     public void FramesNeverCrossBetweenNetworks()
     {
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(300), Prop.ForAll(Arb.From(Gen.Choose(0, int.MaxValue)), seed =>
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(300 * AntiSpoofingProperties.Scale), Prop.ForAll(Arb.From(Gen.Choose(0, int.MaxValue)), seed =>
         {
             var rng = new Random(seed);
             using var board = new NetworkSwitchboard();
