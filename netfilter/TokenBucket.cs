@@ -3,9 +3,9 @@ namespace SecureVmm.NetFilter;
 /// <summary>
 /// A token bucket in integer fixed point: one token is <c>ticksPerSecond</c> units, so refilling
 /// for <c>elapsed</c> clock ticks at <c>rate</c> tokens per second adds exactly
-/// <c>elapsed * rate</c> units with no division and no rounding drift. Elapsed time is clamped to
-/// what a full refill needs, which keeps the product inside 64 bits (rates are bounded by
-/// <see cref="FilterConfig.Validate"/>). Not thread-safe: one bucket per direction, used by that
+/// <c>elapsed * rate</c> units with no division and no rounding drift. A refill longer than what
+/// fills the bucket just fills it, which keeps every product inside 64 bits (rates are bounded by
+/// <see cref="FilterConfig.Validate"/>; capacities saturate). Not thread-safe: one bucket per direction, used by that
 /// direction's single caller.
 /// </summary>
 internal sealed class TokenBucket
@@ -58,14 +58,11 @@ internal sealed class TokenBucket
         {
             return units;
         }
-        // Time for a full refill from empty, rounded up; beyond it the bucket is full anyway.
-        long fullAfter = (capacity / rate) + 1;
-        if (elapsed >= fullAfter)
-        {
-            return capacity;
-        }
-        long refilled = units + (elapsed * rate);
-        return refilled > capacity ? capacity : refilled;
+        // Ticks until full, rounded up; from then on the bucket is simply full. Below that,
+        // elapsed * rate < capacity - units, so the product cannot overflow.
+        long room = capacity - units;
+        long ticksToFull = (room / rate) + (room % rate == 0 ? 0 : 1);
+        return elapsed >= ticksToFull ? capacity : units + (elapsed * rate);
     }
 
     private static long SaturatingMultiply(long a, long b) =>

@@ -79,3 +79,21 @@ internal static class LinuxNative
         return $"{text ?? "error"} (errno {errno})";
     }
 }
+
+/// <summary>
+/// A file descriptor as a SafeHandle: a send racing with Dispose holds a reference, so the
+/// descriptor is closed only after the last in-flight call returns and its number can never be
+/// reused under us (which could otherwise send a frame to some other descriptor).
+/// </summary>
+internal sealed class FileDescriptorHandle : SafeHandle
+{
+    public FileDescriptorHandle(int fd)
+        : base(new IntPtr(-1), ownsHandle: true) => SetHandle(new IntPtr(fd));
+
+    public override bool IsInvalid => handle.ToInt64() < 0;
+
+    /// <summary>The descriptor number; only valid between DangerousAddRef and DangerousRelease.</summary>
+    public int Fd => (int)handle.ToInt64();
+
+    protected override bool ReleaseHandle() => LinuxNative.Close((int)handle.ToInt64()) == 0;
+}

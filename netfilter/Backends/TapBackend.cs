@@ -21,8 +21,8 @@ public sealed class TapBackend : INetworkBackend
 {
     private const int PollTimeoutMilliseconds = 1000;
 
-    private readonly int _fd;
-    private readonly int _wakeFd;
+    private readonly FileDescriptorHandle _tap;
+    private readonly FileDescriptorHandle _wake;
     private readonly byte[] _receiveBuffer = new byte[FilterConfig.AbsoluteMaxFrameBytes];
     private Thread? _receiver;
     private volatile bool _stopping;
@@ -32,8 +32,8 @@ public sealed class TapBackend : INetworkBackend
 
     private TapBackend(int fd, int wakeFd, string name, TapOptions options)
     {
-        _fd = fd;
-        _wakeFd = wakeFd;
+        _tap = new FileDescriptorHandle(fd);
+        _wake = new FileDescriptorHandle(wakeFd);
         Name = name;
         Options = options;
     }
@@ -228,25 +228,41 @@ public sealed class TapBackend : INetworkBackend
 
     public void Send(ReadOnlySpan<byte> frame)
     {
-        if (frame.IsEmpty || Volatile.Read(ref _disposed) != 0)
+        if (frame.IsEmpty)
         {
             Interlocked.Increment(ref _sendErrors);
             return;
         }
-        while (true)
+        bool referenced = false;
+        try
         {
-            nint written = LinuxNative.Write(_fd, ref System.Runtime.InteropServices.MemoryMarshal.GetReference(frame), frame.Length);
-            if (written == frame.Length)
+            _tap.DangerousAddRef(ref referenced);
+            while (true)
             {
+                nint written = LinuxNative.Write(_tap.Fd, ref System.Runtime.InteropServices.MemoryMarshal.GetReference(frame), frame.Length);
+                if (written == frame.Length)
+                {
+                    return;
+                }
+                if (written < 0 && LinuxNative.LastError == LinuxNative.EINTR)
+                {
+                    continue;
+                }
+                // EIO while the link is down, EAGAIN when the queue is full: the frame is lost, as on a wire.
+                Interlocked.Increment(ref _sendErrors);
                 return;
             }
-            if (written < 0 && LinuxNative.LastError == LinuxNative.EINTR)
-            {
-                continue;
-            }
-            // EIO while the link is down, EAGAIN when the queue is full: the frame is lost, as on a wire.
+        }
+        catch (ObjectDisposedException)
+        {
             Interlocked.Increment(ref _sendErrors);
-            return;
+        }
+        finally
+        {
+            if (referenced)
+            {
+                _tap.DangerousRelease();
+            }
         }
     }
 
@@ -263,10 +279,37 @@ public sealed class TapBackend : INetworkBackend
 
     private void ReceiveLoop(FrameHandler onReceive)
     {
+        // Hold both descriptors for the life of the loop; Dispose joins this thread before they close.
+        bool tapReferenced = false;
+        bool wakeReferenced = false;
+        try
+        {
+            _tap.DangerousAddRef(ref tapReferenced);
+            _wake.DangerousAddRef(ref wakeReferenced);
+            PollAndRead(onReceive);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        finally
+        {
+            if (tapReferenced)
+            {
+                _tap.DangerousRelease();
+            }
+            if (wakeReferenced)
+            {
+                _wake.DangerousRelease();
+            }
+        }
+    }
+
+    private void PollAndRead(FrameHandler onReceive)
+    {
         var fds = new LinuxNative.PollFd[]
         {
-            new() { Fd = _fd, Events = LinuxNative.POLLIN },
-            new() { Fd = _wakeFd, Events = LinuxNative.POLLIN },
+            new() { Fd = _tap.Fd, Events = LinuxNative.POLLIN },
+            new() { Fd = _wake.Fd, Events = LinuxNative.POLLIN },
         };
         while (!_stopping)
         {
@@ -298,7 +341,7 @@ public sealed class TapBackend : INetworkBackend
             // Drain what is queued; the descriptor is non-blocking, so EAGAIN ends the batch.
             while (!_stopping)
             {
-                nint length = LinuxNative.Read(_fd, _receiveBuffer, _receiveBuffer.Length);
+                nint length = LinuxNative.Read(_tap.Fd, _receiveBuffer, _receiveBuffer.Length);
                 if (length < 0)
                 {
                     int errno = LinuxNative.LastError;
@@ -326,16 +369,28 @@ public sealed class TapBackend : INetworkBackend
         _stopping = true;
         if (_receiver is not null)
         {
-            ulong one = 1;
-            var bytes = BitConverter.GetBytes(one);
-            _ = LinuxNative.Write(_wakeFd, ref bytes[0], bytes.Length);
+            var one = BitConverter.GetBytes(1UL);
+            bool referenced = false;
+            try
+            {
+                _wake.DangerousAddRef(ref referenced);
+                _ = LinuxNative.Write(_wake.Fd, ref one[0], one.Length);
+            }
+            finally
+            {
+                if (referenced)
+                {
+                    _wake.DangerousRelease();
+                }
+            }
             if (_receiver != Thread.CurrentThread)
             {
                 _receiver.Join();
             }
         }
-        // Closing the last descriptor destroys the (non-persistent) device, wherever its namespace.
-        _ = LinuxNative.Close(_fd);
-        _ = LinuxNative.Close(_wakeFd);
+        // Closing the last descriptor destroys the (non-persistent) device, wherever its namespace;
+        // a Send still in flight keeps it open until that call returns.
+        _tap.Dispose();
+        _wake.Dispose();
     }
 }

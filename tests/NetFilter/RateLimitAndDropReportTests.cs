@@ -175,3 +175,34 @@ public class RateLimitAndDropReportTests
         Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
     }
 }
+
+public class RateLimitExtremesTests
+{
+    [Fact]
+    public void HugeRatesAndLongGapsNeitherOverflowNorBlock()
+    {
+        var clock = new ManualTimeProvider();
+        var frame = Out4(IpProtocols.Udp, FrameBuilder.Udp(1, 2));
+        var filter = new Filter(Config(AllowAll) with { OutboundRate = new RateLimit(100_000_000_000, 100_000_000_000, 100_000_000_000, 100_000_000_000) }, clock);
+        for (int i = 0; i < 1000; i++)
+        {
+            Assert.True(filter.Outbound(frame).IsAllowed);
+            clock.Advance(TimeSpan.FromDays(i));
+        }
+    }
+
+    [Fact]
+    public void OneFramePerSecondIsExact()
+    {
+        var clock = new ManualTimeProvider();
+        var frame = Out4(IpProtocols.Udp, FrameBuilder.Udp(1, 2));
+        var filter = new Filter(Config(AllowAll) with { OutboundRate = new RateLimit(1, 0) }, clock);
+        int allowed = 0;
+        for (int ms = 0; ms < 10_000; ms += 10)
+        {
+            allowed += filter.Outbound(frame).IsAllowed ? 1 : 0;
+            clock.Advance(TimeSpan.FromMilliseconds(10));
+        }
+        Assert.Equal(10, allowed); // the initial burst of one, then one per second for 9.99 s
+    }
+}
