@@ -58,7 +58,8 @@ public sealed class Filter
         {
             throw new FilterConfigException(problems);
         }
-        Config = config;
+        // Keep a private copy of the lists, so what `status` shows is what the filter enforces.
+        Config = config with { Addresses = [.. config.Addresses], Rules = [.. config.Rules] };
         _mac = config.Mac;
         _allowDhcp = config.AllowDhcp;
         _maxFrameBytes = config.MaxFrameBytes;
