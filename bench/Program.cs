@@ -8,6 +8,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.Ordi
     ["tcb-size"] = a => TcbSize.Print(TcbSize.FindRepoRoot(a.Length > 0 ? a[0] : Directory.GetCurrentDirectory())),
     ["audit"] = AuditBench.Run,
     ["devices"] = DeviceBench.Run,
+    ["filter"] = FilterBench.Run,
     ["image"] = ImageBench.Run,
 };
 if (args.Length > 0 && benchmarks.TryGetValue(args[0], out var run))
@@ -19,6 +20,5 @@ if (args.Length == 0 || args[0] is "-h" or "--help")
     Console.WriteLine($"benchmarks: {string.Join(", ", benchmarks.Keys)} (or BenchmarkDotNet options)");
     return 0;
 }
-if (args.Length > 0 && args[0] == "filter") { return FilterBench.Run(args[1..]); }
 BenchmarkSwitcher.FromAssembly(typeof(TcbSize).Assembly).Run(args);
 return 0;
