@@ -24,3 +24,28 @@ public interface IMmioDevice
     ulong Read(ulong offset, int size);
     void Write(ulong offset, int size, ulong value);
 }
+
+/// <summary>
+/// The interrupt request lines devices drive (ISA IRQ 0-15 on the 8259A pair). A device sets its
+/// line to the level of its interrupt output; the controller decides whether that is an edge or a
+/// level request (8259A data sheet, "Edge and level triggered modes").
+/// </summary>
+public interface IIrqLines
+{
+    void SetIrq(int line, bool level);
+}
+
+/// <summary>
+/// A device whose behaviour depends on virtual time (PIT, RTC, UART timeouts). The machine calls
+/// <see cref="OnClock"/> whenever the clock reaches <see cref="NextDeadlineNs"/> (or after any
+/// advance); HLT jumps virtual time to the smallest deadline (deterministic mode) or sleeps until
+/// it (realtime mode).
+/// </summary>
+public interface ITimedDevice
+{
+    /// <summary>Virtual time (ns) of the next event this device must see, or long.MaxValue for none.</summary>
+    long NextDeadlineNs { get; }
+
+    /// <summary>Brings the device up to the clock's current time (raising interrupts that fell due).</summary>
+    void OnClock();
+}
