@@ -53,11 +53,8 @@ public sealed record MachineConfig
     /// <summary>The audit hook; null runs without an audit log (dev boot without --audit).</summary>
     public IExitRecorder? Recorder { get; init; }
 
-    /// <summary>Extra PCI functions given to this VM (e.g. its virtio-net NIC), by device number.</summary>
-    public IReadOnlyList<(int Device, IPciFunction Function)> PciFunctions { get; init; } = [];
-
-    /// <summary>Extra port devices (e.g. a NIC's I/O BAR decoder): device, first port, count.</summary>
-    public IReadOnlyList<(IPortDevice Device, ushort First, int Count)> PortDevices { get; init; } = [];
+    /// <summary>The MAC address of the VM's virtio-net NIC (6 bytes), or null for a VM without a NIC.</summary>
+    public byte[]? NicMac { get; init; }
 
     /// <summary>Instructions per scheduling slice: how often the run loop syncs clocks and checks requests.</summary>
     public long SliceInstructions { get; init; } = 200_000;

@@ -90,13 +90,12 @@ public sealed class VirtualMachine : IExitHandler, IDisposable
         _map.AddMmio((uint)VgaText.BufferBase, VgaText.BufferSize, Vga);
         Pci = new PciHost(_requests);
         Pci.Attach(_ports);
-        foreach (var (device, function) in config.PciFunctions)
+        if (config.NicMac is not null)
         {
-            Pci.AddFunction(device, 0, function);
-        }
-        foreach (var (device, first, count) in config.PortDevices)
-        {
-            _ports.Register(device, first, count);
+            Nic = new VirtioNet(_map, Pic, config.NicMac);
+            Pci.AddFunction(NicPciDevice, 0, Nic);
+            _ports.Register(Nic, Nic.IoBase, VirtioNet.BarSize);
+            Nic.InputSignal = () => _wake.Set();
         }
         if (config.DebugExit)
         {
@@ -121,6 +120,11 @@ public sealed class VirtualMachine : IExitHandler, IDisposable
     public VgaText Vga { get; }
     public PciHost Pci { get; }
     public PostCodePort PostCodes { get; }
+
+    /// <summary>The VM's NIC (PCI 00:03.0), or null.</summary>
+    public VirtioNet? Nic { get; }
+
+    public const int NicPciDevice = 3;
     public DeviceClock Clock => _clock;
 
     /// <summary>Guest instructions retired so far.</summary>
@@ -262,6 +266,7 @@ public sealed class VirtualMachine : IExitHandler, IDisposable
                 _clock.RunDue();
                 Serial.PumpHostInput();
                 Keyboard.PumpHostInput();
+                Nic?.PumpHostInput();
 
                 RunStatus status = _cpu.Run(_config.SliceInstructions);
                 if (Outcome.Reason != StopReason.None)
@@ -318,7 +323,10 @@ public sealed class VirtualMachine : IExitHandler, IDisposable
         }
         SyncClock();
         _clock.RunDue();
-        if (Pic.HasPending || Serial.PendingHostInput > 0 || _stopRequested || _pauseRequested)
+        Serial.PumpHostInput();
+        Keyboard.PumpHostInput();
+        Nic?.PumpHostInput();
+        if (Pic.HasPending || _stopRequested || _pauseRequested)
         {
             return true;
         }
