@@ -21,6 +21,7 @@ public static class Cli
         root.Subcommands.Add(Boot.BootCommand.Build());
         // The built-in --version reads the entry assembly; print this product's version instead.
         root.Options.OfType<VersionOption>().Single().Action = new PrintVersion();
+        root.Subcommands.Add(Audit.AuditCommands.Build());
         return root;
     }
 
