@@ -1,5 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
+using SecureVmm.Appliance.Audit;
+using SecureVmm.Policy.Keys;
+using SecureVmm.Tcb.Audit;
 using SecureVmm.Tcb.Boot;
 using SecureVmm.Tcb.Machine;
 
@@ -23,7 +26,8 @@ public static class BootCommand
         var cmdline = new Option<string>("--cmdline") { Description = "Kernel command line", DefaultValueFactory = _ => "console=ttyS0" };
         var memory = new Option<int>("--memory") { Description = "Guest RAM in MiB (4-2047)", DefaultValueFactory = _ => 128 };
         var serial = new Option<string>("--serial") { Description = "Where COM1 goes: stdio, or a file to write", DefaultValueFactory = _ => "stdio" };
-        var audit = new Option<FileInfo?>("--audit") { Description = "Write the audit log of every VM exit to this file" };
+        var audit = new Option<FileInfo?>("--audit") { Description = "Write the audit log of every VM exit to this file (must not exist)" };
+        var auditKey = new Option<FileInfo?>("--audit-key") { Description = "Secret key (from `securevmm keygen`) that signs the audit log's checkpoints" };
         var debugExit = new Option<bool>("--debug-exit") { Description = "Enable QEMU's isa-debug-exit at port 0xF4: writing V exits with status (V<<1)|1" };
         var unsigned = new Option<bool>("--unsigned") { Description = "Allow booting a kernel that is not a signed image (required for plain kernel files)" };
         var clock = new Option<ClockMode>("--clock") { Description = "Virtual clock: Deterministic (advances with instructions) or Realtime (paced to the host)", DefaultValueFactory = _ => ClockMode.Realtime };
@@ -32,17 +36,17 @@ public static class BootCommand
 
         var command = new Command("boot", "Boot one kernel outside any policy (development). Exit status: 0 power-off, (V<<1)|1 debug exit, 2 bad input, 3 triple fault, 4 audit failure, 6 reset request, 70 VMM fault.")
         {
-            kernel, initrd, cmdline, memory, serial, audit, debugExit, unsigned, clock, timeout, load,
+            kernel, initrd, cmdline, memory, serial, audit, auditKey, debugExit, unsigned, clock, timeout, load,
         };
         command.SetAction(parse => Run(new BootOptions(
             parse.GetValue(kernel)!, parse.GetValue(initrd), parse.GetValue(cmdline) ?? "", parse.GetValue(memory),
-            parse.GetValue(serial) ?? "stdio", parse.GetValue(audit), parse.GetValue(debugExit), parse.GetValue(unsigned),
+            parse.GetValue(serial) ?? "stdio", parse.GetValue(audit), parse.GetValue(auditKey), parse.GetValue(debugExit), parse.GetValue(unsigned),
             parse.GetValue(clock), parse.GetValue(timeout), parse.GetValue(load) ?? "0x100000")));
         return command;
     }
 
     public sealed record BootOptions(FileInfo Kernel, FileInfo? Initrd, string CommandLine, int MemoryMiB, string Serial,
-        FileInfo? Audit, bool DebugExit, bool Unsigned, ClockMode Clock, double? TimeoutSeconds, string LoadAddress);
+        FileInfo? Audit, FileInfo? AuditKey, bool DebugExit, bool Unsigned, ClockMode Clock, double? TimeoutSeconds, string LoadAddress);
 
     public static int Run(BootOptions options)
     {
@@ -74,6 +78,25 @@ public static class BootCommand
             return Cli.ExitUsage;
         }
 
+        IAuditSigner? signer = null;
+        if (options.AuditKey is not null)
+        {
+            if (options.Audit is null)
+            {
+                Console.Error.WriteLine("securevmm boot: --audit-key needs --audit FILE");
+                return Cli.ExitUsage;
+            }
+            try
+            {
+                signer = new Ed25519AuditSigner(KeyFiles.ReadSecret(options.AuditKey.FullName));
+            }
+            catch (KeyFileException e)
+            {
+                Console.Error.WriteLine($"securevmm boot: --audit-key: {e.Message}");
+                return Cli.ExitUsage;
+            }
+        }
+
         FlushingSerialOutput? output = null;
         try
         {
@@ -87,11 +110,28 @@ public static class BootCommand
             return Cli.ExitUsage;
         }
 
+        string vmName = Path.GetFileName(options.Kernel.FullName);
+        AuditWriter? writer = null;
+        if (options.Audit is not null)
+        {
+            try
+            {
+                writer = AuditWriter.Create(options.Audit.FullName, AuditLogHeader.Create([vmName]), new AuditWriterOptions { Signer = signer });
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or AuditLogException)
+            {
+                Console.Error.WriteLine($"securevmm boot: --audit {options.Audit.FullName}: {e.Message}");
+                output.Dispose();
+                return Cli.ExitUsage;
+            }
+        }
+
         using (output)
         {
             var config = new MachineConfig
             {
-                Name = Path.GetFileName(options.Kernel.FullName),
+                Name = vmName,
+                Recorder = writer is null ? null : new AuditRecorder(writer, 0),
                 MemoryBytes = (long)options.MemoryMiB * 1024 * 1024,
                 Clock = options.Clock,
                 Serial = output,
@@ -107,8 +147,10 @@ public static class BootCommand
             catch (BootImageException e)
             {
                 Console.Error.WriteLine($"securevmm boot: {options.Kernel.FullName}: {e.Message}");
+                writer?.Close();
                 return Cli.ExitUsage;
             }
+            writer?.Append(AuditRecord.Event(AuditKind.VmStart, 0, 0));
             vm.Boot(plan);
             if (options.Serial == "stdio")
             {
@@ -130,8 +172,19 @@ public static class BootCommand
             vm.WaitForExit(Timeout.InfiniteTimeSpan);
             output.Flush();
             MachineOutcome outcome = vm.Outcome;
+            int status = StatusFor(outcome);
             Console.Error.WriteLine($"securevmm: {outcome.Message} ({vm.InstructionCount:N0} instructions, {vm.ExitCount:N0} exits, virtual time {vm.VirtualTimeNs / 1e9:F3} s)");
-            return StatusFor(outcome);
+            if (writer is not null)
+            {
+                writer.Append(AuditRecord.VmStop(0, (ulong)vm.VirtualTimeNs, status, AuditRecorder.StopReasonFor(outcome.Reason)));
+                if (!writer.Close())
+                {
+                    Console.Error.WriteLine($"securevmm: audit log failure (fail secure): {writer.FailureReason}");
+                    return ExitAuditFailure;
+                }
+                Console.Error.WriteLine($"securevmm: audit log {options.Audit!.FullName}: {writer.LastSequence:N0} records");
+            }
+            return status;
         }
     }
 
