@@ -291,6 +291,10 @@ public sealed partial class Cpu
         }
         var insns = block.Insns;
         int count = block.Count;
+        if (singleStep)
+        {
+            count = 1;
+        }
         for (int i = 0; i < count; i++)
         {
             ref DecodedInsn d = ref insns[i];
@@ -320,16 +324,14 @@ public sealed partial class Cpu
                 }
                 return;
             }
-            _icount++;
-            if (singleStep)
+            if (++_icount >= _budgetEnd)
             {
-                SingleStepTrap();
-                return;
+                break;
             }
-            if (_icount >= _budgetEnd)
-            {
-                return;
-            }
+        }
+        if (singleStep)
+        {
+            SingleStepTrap();
         }
     }
 

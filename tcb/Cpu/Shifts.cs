@@ -13,16 +13,16 @@ public sealed partial class Cpu
 
     private static void RegisterShifts()
     {
-        On(Mnemonic.Shl, Shift, ShiftShl);
-        On(Mnemonic.Sal, Shift, ShiftShl);
-        On(Mnemonic.Shr, Shift, ShiftShr);
-        On(Mnemonic.Sar, Shift, ShiftSar);
-        On(Mnemonic.Rol, Shift, ShiftRol);
-        On(Mnemonic.Ror, Shift, ShiftRor);
-        On(Mnemonic.Rcl, Shift, ShiftRcl);
-        On(Mnemonic.Rcr, Shift, ShiftRcr);
-        On(Mnemonic.Shld, DoubleShift, 0);
-        On(Mnemonic.Shrd, DoubleShift, 1);
+        On(Mnemonic.Shl, (c, ref d) => Shift(c, ref d), ShiftShl);
+        On(Mnemonic.Sal, (c, ref d) => Shift(c, ref d), ShiftShl);
+        On(Mnemonic.Shr, (c, ref d) => Shift(c, ref d), ShiftShr);
+        On(Mnemonic.Sar, (c, ref d) => Shift(c, ref d), ShiftSar);
+        On(Mnemonic.Rol, (c, ref d) => Shift(c, ref d), ShiftRol);
+        On(Mnemonic.Ror, (c, ref d) => Shift(c, ref d), ShiftRor);
+        On(Mnemonic.Rcl, (c, ref d) => Shift(c, ref d), ShiftRcl);
+        On(Mnemonic.Rcr, (c, ref d) => Shift(c, ref d), ShiftRcr);
+        On(Mnemonic.Shld, (c, ref d) => DoubleShift(c, ref d), 0);
+        On(Mnemonic.Shrd, (c, ref d) => DoubleShift(c, ref d), 1);
     }
 
     private static void Shift(Cpu c, ref DecodedInsn d)
