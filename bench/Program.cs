@@ -11,5 +11,6 @@ if (args.Length > 0 && args[0] == "audit")
 {
     return AuditBench.Run(args[1..]);
 }
+if (args.Length > 0 && args[0] == "cpu") return CpuBench.Run(args[1..]);
 BenchmarkSwitcher.FromAssembly(typeof(TcbSize).Assembly).Run(args);
 return 0;

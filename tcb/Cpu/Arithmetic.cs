@@ -10,31 +10,31 @@ public sealed partial class Cpu
 {
     private static void RegisterArithmetic()
     {
-        On(Mnemonic.Add, Add);
-        On(Mnemonic.Adc, Adc);
-        On(Mnemonic.Sub, Sub);
-        On(Mnemonic.Sbb, Sbb);
-        On(Mnemonic.Cmp, Cmp);
-        On(Mnemonic.Inc, Inc);
-        On(Mnemonic.Dec, Dec);
-        On(Mnemonic.Neg, Neg);
-        On(Mnemonic.Mul, Mul);
-        On(Mnemonic.Imul, Imul);
-        On(Mnemonic.Div, Div);
-        On(Mnemonic.Idiv, Idiv);
-        On(Mnemonic.Xadd, Xadd);
-        On(Mnemonic.Cmpxchg, Cmpxchg);
-        On(Mnemonic.Cmpxchg8b, Cmpxchg8b);
+        On(Mnemonic.Add, (c, ref d) => Add(c, ref d));
+        On(Mnemonic.Adc, (c, ref d) => Adc(c, ref d));
+        On(Mnemonic.Sub, (c, ref d) => Sub(c, ref d));
+        On(Mnemonic.Sbb, (c, ref d) => Sbb(c, ref d));
+        On(Mnemonic.Cmp, (c, ref d) => Cmp(c, ref d));
+        On(Mnemonic.Inc, (c, ref d) => Inc(c, ref d));
+        On(Mnemonic.Dec, (c, ref d) => Dec(c, ref d));
+        On(Mnemonic.Neg, (c, ref d) => Neg(c, ref d));
+        On(Mnemonic.Mul, (c, ref d) => Mul(c, ref d));
+        On(Mnemonic.Imul, (c, ref d) => Imul(c, ref d));
+        On(Mnemonic.Div, (c, ref d) => Div(c, ref d));
+        On(Mnemonic.Idiv, (c, ref d) => Idiv(c, ref d));
+        On(Mnemonic.Xadd, (c, ref d) => Xadd(c, ref d));
+        On(Mnemonic.Cmpxchg, (c, ref d) => Cmpxchg(c, ref d));
+        On(Mnemonic.Cmpxchg8b, (c, ref d) => Cmpxchg8b(c, ref d));
         On(Mnemonic.Cbw, (c, ref d) => c._gpr[0] = (c._gpr[0] & 0xFFFF_0000) | (uint)(ushort)(short)(sbyte)(byte)c._gpr[0]);
         On(Mnemonic.Cwde, (c, ref d) => c._gpr[0] = (uint)(short)c._gpr[0]);
         On(Mnemonic.Cwd, (c, ref d) => c._gpr[2] = (c._gpr[2] & 0xFFFF_0000) | ((c._gpr[0] & 0x8000) != 0 ? 0xFFFFu : 0));
         On(Mnemonic.Cdq, (c, ref d) => c._gpr[2] = (c._gpr[0] & 0x8000_0000) != 0 ? 0xFFFF_FFFFu : 0);
-        On(Mnemonic.Daa, Daa);
-        On(Mnemonic.Das, Das);
-        On(Mnemonic.Aaa, Aaa);
-        On(Mnemonic.Aas, Aas);
-        On(Mnemonic.Aam, Aam);
-        On(Mnemonic.Aad, Aad);
+        On(Mnemonic.Daa, (c, ref d) => Daa(c, ref d));
+        On(Mnemonic.Das, (c, ref d) => Das(c, ref d));
+        On(Mnemonic.Aaa, (c, ref d) => Aaa(c, ref d));
+        On(Mnemonic.Aas, (c, ref d) => Aas(c, ref d));
+        On(Mnemonic.Aam, (c, ref d) => Aam(c, ref d));
+        On(Mnemonic.Aad, (c, ref d) => Aad(c, ref d));
     }
 
     private static void Add(Cpu c, ref DecodedInsn d)

@@ -9,12 +9,12 @@ public sealed partial class Cpu
 
     private static void RegisterBits()
     {
-        On(Mnemonic.Bt, BitOp, BitTest);
-        On(Mnemonic.Bts, BitOp, BitSet);
-        On(Mnemonic.Btr, BitOp, BitReset);
-        On(Mnemonic.Btc, BitOp, BitComplement);
-        On(Mnemonic.Bsf, Bsf);
-        On(Mnemonic.Bsr, Bsr);
+        On(Mnemonic.Bt, (c, ref d) => BitOp(c, ref d), BitTest);
+        On(Mnemonic.Bts, (c, ref d) => BitOp(c, ref d), BitSet);
+        On(Mnemonic.Btr, (c, ref d) => BitOp(c, ref d), BitReset);
+        On(Mnemonic.Btc, (c, ref d) => BitOp(c, ref d), BitComplement);
+        On(Mnemonic.Bsf, (c, ref d) => Bsf(c, ref d));
+        On(Mnemonic.Bsr, (c, ref d) => Bsr(c, ref d));
         On(Mnemonic.Bswap, (c, ref d) => c.WriteReg(d.Reg0, System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(c.ReadReg(d.Reg0))));
         foreach (var code in Enum.GetValues<Code>())
         {
@@ -33,11 +33,11 @@ public sealed partial class Cpu
             string name = m.ToString();
             if (name.StartsWith("Set", StringComparison.Ordinal))
             {
-                On(code, Setcc, (byte)cond);
+                On(code, (c, ref d) => Setcc(c, ref d), (byte)cond);
             }
             else if (name.StartsWith("Cmov", StringComparison.Ordinal))
             {
-                On(code, Cmovcc, (byte)cond);
+                On(code, (c, ref d) => Cmovcc(c, ref d), (byte)cond);
             }
             _ = cc;
         }

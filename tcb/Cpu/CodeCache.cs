@@ -166,16 +166,17 @@ public sealed partial class Cpu
             }
         }
         bool big = cs.Big;
+        int slot = (int)((phys ^ (phys >> BlockTableBits) ^ (big ? 0x2A5u : 0u)) & ((1u << BlockTableBits) - 1));
+        Block? b = _blockTable[slot];
+        // A cached block exists only for plain RAM, so a hit needs no region check.
+        if (b is not null && b.Phys == phys && b.StartEip == eip && b.Big == big
+            && b.Generation == _pageGeneration[phys >> 12] && b.EndEip - 1 <= cs.Limit)
+        {
+            return b;
+        }
         uint page = phys >> 12;
         if (page < (uint)_pageGeneration.Length && _map.IsPlainRamPage(phys))
         {
-            int slot = (int)((phys ^ (phys >> BlockTableBits) ^ (big ? 0x2A5u : 0u)) & ((1u << BlockTableBits) - 1));
-            Block? b = _blockTable[slot];
-            if (b is not null && b.Phys == phys && b.StartEip == eip && b.Big == big
-                && b.Generation == _pageGeneration[page] && b.EndEip - 1 <= cs.Limit)
-            {
-                return b;
-            }
             b = BuildBlock(lin, phys, eip, big, cacheable: true);
             if (b is not null && b.Cached)
             {

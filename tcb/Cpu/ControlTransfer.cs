@@ -20,7 +20,7 @@ public sealed partial class Cpu
             int cc = ConditionOf(m);
             if (cc >= 0 && m.ToString().StartsWith('J'))
             {
-                On(code, Jcc, (byte)cc);
+                On(code, (c, ref d) => Jcc(c, ref d), (byte)cc);
             }
         }
         foreach (var code in s_codesByMnemonic.Value[(int)Mnemonic.Jmp])
@@ -28,9 +28,9 @@ public sealed partial class Cpu
             var info = code.ToOpCode();
             On(code, info.Op0Kind switch
             {
-                OpCodeOperandKind.br16_1 or OpCodeOperandKind.br16_2 or OpCodeOperandKind.br32_1 or OpCodeOperandKind.br32_4 => JmpNear,
-                OpCodeOperandKind.brdisp_2 or OpCodeOperandKind.brdisp_4 => JmpFarDirect,
-                _ => code.ToString().Contains("_m1616", StringComparison.Ordinal) || code.ToString().Contains("_m1632", StringComparison.Ordinal) ? JmpFarIndirect : JmpNearIndirect,
+                OpCodeOperandKind.br16_1 or OpCodeOperandKind.br16_2 or OpCodeOperandKind.br32_1 or OpCodeOperandKind.br32_4 => (c, ref d) => JmpNear(c, ref d),
+                OpCodeOperandKind.brdisp_2 or OpCodeOperandKind.brdisp_4 => (c, ref d) => JmpFarDirect(c, ref d),
+                _ => code.ToString().Contains("_m1616", StringComparison.Ordinal) || code.ToString().Contains("_m1632", StringComparison.Ordinal) ? (c, ref d) => JmpFarIndirect(c, ref d) : (c, ref d) => JmpNearIndirect(c, ref d),
             });
         }
         foreach (var code in s_codesByMnemonic.Value[(int)Mnemonic.Call])
@@ -38,18 +38,18 @@ public sealed partial class Cpu
             var info = code.ToOpCode();
             On(code, info.Op0Kind switch
             {
-                OpCodeOperandKind.br16_2 or OpCodeOperandKind.br32_4 => CallNear,
-                OpCodeOperandKind.brdisp_2 or OpCodeOperandKind.brdisp_4 => CallFarDirect,
-                _ => code.ToString().Contains("_m1616", StringComparison.Ordinal) || code.ToString().Contains("_m1632", StringComparison.Ordinal) ? CallFarIndirect : CallNearIndirect,
+                OpCodeOperandKind.br16_2 or OpCodeOperandKind.br32_4 => (c, ref d) => CallNear(c, ref d),
+                OpCodeOperandKind.brdisp_2 or OpCodeOperandKind.brdisp_4 => (c, ref d) => CallFarDirect(c, ref d),
+                _ => code.ToString().Contains("_m1616", StringComparison.Ordinal) || code.ToString().Contains("_m1632", StringComparison.Ordinal) ? (c, ref d) => CallFarIndirect(c, ref d) : (c, ref d) => CallNearIndirect(c, ref d),
             });
         }
-        On(Mnemonic.Jcxz, JumpIfCountZero);
-        On(Mnemonic.Jecxz, JumpIfCountZero);
-        On(Mnemonic.Loop, Loop, 0);
-        On(Mnemonic.Loope, Loop, 1);
-        On(Mnemonic.Loopne, Loop, 2);
-        On(Mnemonic.Ret, RetNear);
-        On(Mnemonic.Retf, RetFar);
+        On(Mnemonic.Jcxz, (c, ref d) => JumpIfCountZero(c, ref d));
+        On(Mnemonic.Jecxz, (c, ref d) => JumpIfCountZero(c, ref d));
+        On(Mnemonic.Loop, (c, ref d) => Loop(c, ref d), 0);
+        On(Mnemonic.Loope, (c, ref d) => Loop(c, ref d), 1);
+        On(Mnemonic.Loopne, (c, ref d) => Loop(c, ref d), 2);
+        On(Mnemonic.Ret, (c, ref d) => RetNear(c, ref d));
+        On(Mnemonic.Retf, (c, ref d) => RetFar(c, ref d));
         On(Mnemonic.Int, (c, ref d) => c.SoftwareInterrupt((byte)d.Imm, InterruptKind.Software, ref d));
         On(Mnemonic.Int3, (c, ref d) => c.SoftwareInterrupt(Vector.BP, InterruptKind.SoftwareException, ref d));
         On(Mnemonic.Int1, (c, ref d) => c.SoftwareInterrupt(Vector.DB, InterruptKind.Exception, ref d));
@@ -57,8 +57,8 @@ public sealed partial class Cpu
         {
             if (c.GetOF()) c.SoftwareInterrupt(Vector.OF, InterruptKind.SoftwareException, ref d);
         });
-        On(Mnemonic.Iret, Iret);
-        On(Mnemonic.Iretd, Iret);
+        On(Mnemonic.Iret, (c, ref d) => Iret(c, ref d));
+        On(Mnemonic.Iretd, (c, ref d) => Iret(c, ref d));
     }
 
     /// <summary>Near branch to <paramref name="target"/> with the CS limit check (#GP(0), SDM vol. 2, JMP).</summary>

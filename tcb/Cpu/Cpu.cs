@@ -181,7 +181,8 @@ public sealed partial class Cpu
     /// </summary>
     public void EnterFlatProtectedMode(uint entry, uint eax = 0, uint ebx = 0, uint esi = 0)
     {
-        _cr0 = (_cr0 | ControlBits.Cr0PE | ControlBits.Cr0ET) & ~ControlBits.Cr0PG;
+        // Caches enabled (CD=NW=0) as a BIOS leaves them before a boot loader runs.
+        _cr0 = (_cr0 | ControlBits.Cr0PE | ControlBits.Cr0ET) & ~(ControlBits.Cr0PG | ControlBits.Cr0CD | ControlBits.Cr0NW);
         var code = new SegmentCache
         {
             Selector = 0x10, Base = 0, Limit = 0xFFFF_FFFF, Attributes = 0xC09B,
@@ -290,6 +291,10 @@ public sealed partial class Cpu
         }
         var insns = block.Insns;
         int count = block.Count;
+        if (singleStep)
+        {
+            count = 1;
+        }
         for (int i = 0; i < count; i++)
         {
             ref DecodedInsn d = ref insns[i];
@@ -319,16 +324,14 @@ public sealed partial class Cpu
                 }
                 return;
             }
-            _icount++;
-            if (singleStep)
+            if (++_icount >= _budgetEnd)
             {
-                SingleStepTrap();
-                return;
+                break;
             }
-            if (_icount >= _budgetEnd)
-            {
-                return;
-            }
+        }
+        if (singleStep)
+        {
+            SingleStepTrap();
         }
     }
 

@@ -8,7 +8,7 @@ public sealed partial class Cpu
 {
     private static void RegisterDataTransfer()
     {
-        On(Mnemonic.Mov, Mov);
+        On(Mnemonic.Mov, (c, ref d) => Mov(c, ref d));
         On(Mnemonic.Movzx, (c, ref d) =>
         {
             uint v = c.ReadOp1(ref d);
@@ -19,17 +19,17 @@ public sealed partial class Cpu
             uint v = c.ReadOp1(ref d);
             if (!c.Faulted) c.WriteReg(d.Reg0, d.SrcSize == 1 ? (uint)(sbyte)v : (uint)(short)v);
         });
-        On(Mnemonic.Xchg, Xchg);
+        On(Mnemonic.Xchg, (c, ref d) => Xchg(c, ref d));
         On(Mnemonic.Lea, (c, ref d) => c.WriteReg(d.Reg0, c.EffectiveAddressRaw(ref d)));
-        On(Mnemonic.Push, Push);
-        On(Mnemonic.Pop, Pop);
-        On(Mnemonic.Pusha, Pusha);
-        On(Mnemonic.Pushad, Pusha);
-        On(Mnemonic.Popa, Popa);
-        On(Mnemonic.Popad, Popa);
-        On(Mnemonic.Enter, Enter);
-        On(Mnemonic.Leave, Leave);
-        On(Mnemonic.Bound, Bound);
+        On(Mnemonic.Push, (c, ref d) => Push(c, ref d));
+        On(Mnemonic.Pop, (c, ref d) => Pop(c, ref d));
+        On(Mnemonic.Pusha, (c, ref d) => Pusha(c, ref d));
+        On(Mnemonic.Pushad, (c, ref d) => Pusha(c, ref d));
+        On(Mnemonic.Popa, (c, ref d) => Popa(c, ref d));
+        On(Mnemonic.Popad, (c, ref d) => Popa(c, ref d));
+        On(Mnemonic.Enter, (c, ref d) => Enter(c, ref d));
+        On(Mnemonic.Leave, (c, ref d) => Leave(c, ref d));
+        On(Mnemonic.Bound, (c, ref d) => Bound(c, ref d));
         On(Mnemonic.Xlatb, (c, ref d) =>
         {
             uint ea = d.Addr16 ? (c._gpr[3] + (c._gpr[0] & 0xFF)) & 0xFFFF : c._gpr[3] + (c._gpr[0] & 0xFF);

@@ -8,11 +8,11 @@ public sealed partial class Cpu
 {
     private static void RegisterLogic()
     {
-        On(Mnemonic.And, And);
-        On(Mnemonic.Or, Or);
-        On(Mnemonic.Xor, Xor);
-        On(Mnemonic.Test, Test);
-        On(Mnemonic.Not, Not);
+        On(Mnemonic.And, (c, ref d) => And(c, ref d));
+        On(Mnemonic.Or, (c, ref d) => Or(c, ref d));
+        On(Mnemonic.Xor, (c, ref d) => Xor(c, ref d));
+        On(Mnemonic.Test, (c, ref d) => Test(c, ref d));
+        On(Mnemonic.Not, (c, ref d) => Not(c, ref d));
     }
 
     private static void And(Cpu c, ref DecodedInsn d)

@@ -29,6 +29,9 @@ public sealed partial class Cpu
     // Permission bits required for the current privilege level's data accesses (CPL 3 = user).
     private byte _permRead = PermReadSup, _permWrite = PermWriteSup;
 
+    // One bit per 4 MiB linear region that may hold TLB entries from a large page (for INVLPG).
+    private readonly ulong[] _largeRegions = new ulong[1024 / 64];
+
     private void InitTlb() => Array.Fill(_tlbTag, TlbInvalid);
 
     private void UpdatePermissionBits()
@@ -62,13 +65,17 @@ public sealed partial class Cpu
     {
         uint lpn = linear >> 12;
         int idx = (int)(lpn & TlbMask);
-        bool large = _tlbTag[idx] == lpn && (_tlbPerm[idx] & PermLarge) != 0;
         _tlbTag[idx] = TlbInvalid;
         // A 4 MiB page is cached as up to 1024 4 KiB entries; drop them all (SDM vol. 3, 4.10.4.1:
-        // INVLPG invalidates all entries for the page, whatever its size). Without knowing whether
-        // some other slot holds a large-page piece, scan for large entries of that region.
-        _ = large;
+        // INVLPG invalidates all entries for the page, whatever its size). A bitmap of the 4 MiB
+        // regions that may have large-page entries keeps the common 4 KiB case to one slot.
         uint region = linear >> 22;
+        ulong regionBit = 1UL << (int)(region & 63);
+        if ((_largeRegions[region >> 6] & regionBit) == 0)
+        {
+            return;
+        }
+        _largeRegions[region >> 6] &= ~regionBit;
         for (int i = 0; i < TlbSize; i++)
         {
             if ((_tlbPerm[i] & PermLarge) != 0 && _tlbTag[i] != TlbInvalid && (_tlbTag[i] >> 10) == region)
@@ -355,6 +362,10 @@ public sealed partial class Cpu
             perm &= unchecked((byte)~(PermWriteSup | PermWriteUser));
         }
         _ = write;
+        if ((perm & PermLarge) != 0)
+        {
+            _largeRegions[lin >> 28] |= 1UL << (int)((lin >> 22) & 63);
+        }
         int idx = (int)((lin >> 12) & TlbMask);
         _tlbTag[idx] = lin >> 12;
         _tlbPage[idx] = physPage;

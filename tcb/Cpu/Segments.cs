@@ -13,11 +13,11 @@ public sealed partial class Cpu
             var info = code.ToOpCode();
             if (info.Op0Kind == OpCodeOperandKind.seg_reg)
             {
-                On(code, MovToSreg);
+                On(code, (c, ref d) => MovToSreg(c, ref d));
             }
             else if (info.Op1Kind == OpCodeOperandKind.seg_reg)
             {
-                On(code, MovFromSreg);
+                On(code, (c, ref d) => MovFromSreg(c, ref d));
             }
         }
         foreach (var code in s_codesByMnemonic.Value[(int)Mnemonic.Pop])
@@ -25,14 +25,14 @@ public sealed partial class Cpu
             var info = code.ToOpCode();
             if (info.Op0Kind is OpCodeOperandKind.es or OpCodeOperandKind.ss or OpCodeOperandKind.ds or OpCodeOperandKind.fs or OpCodeOperandKind.gs)
             {
-                On(code, PopSreg);
+                On(code, (c, ref d) => PopSreg(c, ref d));
             }
         }
-        On(Mnemonic.Lds, LoadFarPointer, (byte)SegReg.Ds);
-        On(Mnemonic.Les, LoadFarPointer, (byte)SegReg.Es);
-        On(Mnemonic.Lfs, LoadFarPointer, (byte)SegReg.Fs);
-        On(Mnemonic.Lgs, LoadFarPointer, (byte)SegReg.Gs);
-        On(Mnemonic.Lss, LoadFarPointer, (byte)SegReg.Ss);
+        On(Mnemonic.Lds, (c, ref d) => LoadFarPointer(c, ref d), (byte)SegReg.Ds);
+        On(Mnemonic.Les, (c, ref d) => LoadFarPointer(c, ref d), (byte)SegReg.Es);
+        On(Mnemonic.Lfs, (c, ref d) => LoadFarPointer(c, ref d), (byte)SegReg.Fs);
+        On(Mnemonic.Lgs, (c, ref d) => LoadFarPointer(c, ref d), (byte)SegReg.Gs);
+        On(Mnemonic.Lss, (c, ref d) => LoadFarPointer(c, ref d), (byte)SegReg.Ss);
     }
 
     private static void MovToSreg(Cpu c, ref DecodedInsn d)

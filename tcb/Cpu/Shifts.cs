@@ -4,24 +4,25 @@ namespace SecureVmm.Tcb.Cpu;
 
 // Shifts and rotates (SDM vol. 2, SAL/SAR/SHL/SHR, ROL/ROR/RCL/RCR, SHLD/SHRD). The count is
 // masked to 5 bits; a masked count of 0 changes nothing, flags included. For counts other than
-// 1, OF is "undefined"; this model computes it as for count 1 from the last step (OF = MSB of
-// the value before the last step XOR MSB of the result), and AF is cleared, as QEMU does.
+// 1, OF is "undefined"; this model computes it as QEMU does: for shifts from the last step
+// (MSB of the value before the last step XOR MSB of the result), for RCL/RCR as MSB of source
+// XOR MSB of result (both equal the SDM's count-1 definition); AF is cleared.
 public sealed partial class Cpu
 {
     private const byte ShiftShl = 0, ShiftShr = 1, ShiftSar = 2, ShiftRol = 3, ShiftRor = 4, ShiftRcl = 5, ShiftRcr = 6;
 
     private static void RegisterShifts()
     {
-        On(Mnemonic.Shl, Shift, ShiftShl);
-        On(Mnemonic.Sal, Shift, ShiftShl);
-        On(Mnemonic.Shr, Shift, ShiftShr);
-        On(Mnemonic.Sar, Shift, ShiftSar);
-        On(Mnemonic.Rol, Shift, ShiftRol);
-        On(Mnemonic.Ror, Shift, ShiftRor);
-        On(Mnemonic.Rcl, Shift, ShiftRcl);
-        On(Mnemonic.Rcr, Shift, ShiftRcr);
-        On(Mnemonic.Shld, DoubleShift, 0);
-        On(Mnemonic.Shrd, DoubleShift, 1);
+        On(Mnemonic.Shl, (c, ref d) => Shift(c, ref d), ShiftShl);
+        On(Mnemonic.Sal, (c, ref d) => Shift(c, ref d), ShiftShl);
+        On(Mnemonic.Shr, (c, ref d) => Shift(c, ref d), ShiftShr);
+        On(Mnemonic.Sar, (c, ref d) => Shift(c, ref d), ShiftSar);
+        On(Mnemonic.Rol, (c, ref d) => Shift(c, ref d), ShiftRol);
+        On(Mnemonic.Ror, (c, ref d) => Shift(c, ref d), ShiftRor);
+        On(Mnemonic.Rcl, (c, ref d) => Shift(c, ref d), ShiftRcl);
+        On(Mnemonic.Rcr, (c, ref d) => Shift(c, ref d), ShiftRcr);
+        On(Mnemonic.Shld, (c, ref d) => DoubleShift(c, ref d), 0);
+        On(Mnemonic.Shrd, (c, ref d) => DoubleShift(c, ref d), 1);
     }
 
     private static void Shift(Cpu c, ref DecodedInsn d)
@@ -96,7 +97,7 @@ public sealed partial class Cpu
                 wide = ((wide << n) | (wide >> (width - n))) & ((1UL << width) - 1);
                 r = (uint)wide & mask;
                 cf = ((wide >> bits) & 1) != 0;
-                of = ((r & msb) != 0) ^ cf;
+                of = ((v ^ r) & msb) != 0;
                 break;
             }
             default:
@@ -111,7 +112,7 @@ public sealed partial class Cpu
                 wide = ((wide >> n) | (wide << (width - n))) & ((1UL << width) - 1);
                 r = (uint)wide & mask;
                 cf = ((wide >> bits) & 1) != 0;
-                of = (((r << 1) ^ r) & msb) != 0;
+                of = ((v ^ r) & msb) != 0;
                 break;
             }
         }
@@ -151,9 +152,10 @@ public sealed partial class Cpu
         bool of;
         if (d.Aux == 0)
         {
-            // SHLD: dest:src shifted left; for 16-bit counts above 16 the bits come from src
-            // again (the 48-bit dest:src:dest view used by Intel P6 parts and QEMU).
-            ulong wide = size == 2 ? ((ulong)dest << 32) | ((ulong)src << 16) | dest : ((ulong)dest << 32) | src;
+            // SHLD: dest:src shifted left, taken from the top of a 64-bit window; for 16-bit
+            // counts above 16 the bits come from dest again (the 48-bit dest:src:dest view of
+            // Intel P6 parts and QEMU).
+            ulong wide = size == 2 ? ((ulong)dest << 48) | ((ulong)src << 32) | ((ulong)dest << 16) : ((ulong)dest << 32) | src;
             ulong t = wide << (int)(count - 1);
             cf = ((t >> 63) & 1) != 0;
             r = (uint)((t << 1) >> (64 - bits)) & mask;
@@ -161,11 +163,7 @@ public sealed partial class Cpu
         }
         else
         {
-            ulong wide = size == 2 ? ((ulong)dest << 32 | (ulong)src << 16 | dest) >> 0 : ((ulong)src << 32) | dest;
-            if (size == 2)
-            {
-                wide = ((ulong)dest) | ((ulong)src << 16) | ((ulong)dest << 32);
-            }
+            ulong wide = size == 2 ? dest | ((ulong)src << 16) | ((ulong)dest << 32) : ((ulong)src << 32) | dest;
             ulong t = wide >> (int)(count - 1);
             cf = (t & 1) != 0;
             r = (uint)(t >> 1) & mask;

@@ -30,7 +30,7 @@ public sealed partial class Cpu
                 // Movsd/Cmpsd also name SSE2 forms: those reach the handler as non-string
                 // instructions and raise #UD (no SSE in this model).
                 s_stringOp[(int)code] = op;
-                On(code, StringInstruction, 0);
+                On(code, (c, ref d) => StringInstruction(c, ref d), 0);
             }
         }
     }

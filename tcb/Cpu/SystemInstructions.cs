@@ -14,11 +14,11 @@ public sealed partial class Cpu
         On(Mnemonic.Lidt, (c, ref d) => c.LoadTableRegister(ref d, gdt: false));
         On(Mnemonic.Sgdt, (c, ref d) => c.StoreTableRegister(ref d, c._gdtrBase, c._gdtrLimit));
         On(Mnemonic.Sidt, (c, ref d) => c.StoreTableRegister(ref d, c._idtrBase, c._idtrLimit));
-        On(Mnemonic.Lldt, Lldt);
-        On(Mnemonic.Ltr, Ltr);
+        On(Mnemonic.Lldt, (c, ref d) => Lldt(c, ref d));
+        On(Mnemonic.Ltr, (c, ref d) => Ltr(c, ref d));
         On(Mnemonic.Sldt, (c, ref d) => c.StoreSystemSelector(ref d, c._ldtr.Selector));
         On(Mnemonic.Str, (c, ref d) => c.StoreSystemSelector(ref d, c._tr.Selector));
-        On(Mnemonic.Lmsw, Lmsw);
+        On(Mnemonic.Lmsw, (c, ref d) => Lmsw(c, ref d));
         On(Mnemonic.Smsw, (c, ref d) => c.WriteOp0(ref d, d.Kind0 == OpKindCode.Mem ? c._cr0 & 0xFFFF : c._cr0));
         On(Mnemonic.Clts, (c, ref d) =>
         {
@@ -36,9 +36,9 @@ public sealed partial class Cpu
         On(Mnemonic.Lsl, (c, ref d) => c.LarLsl(ref d, lar: false));
         On(Mnemonic.Verr, (c, ref d) => c.VerifySegment(ref d, write: false));
         On(Mnemonic.Verw, (c, ref d) => c.VerifySegment(ref d, write: true));
-        On(Mnemonic.Arpl, Arpl);
-        On(Mnemonic.Sysenter, Sysenter);
-        On(Mnemonic.Sysexit, Sysexit);
+        On(Mnemonic.Arpl, (c, ref d) => Arpl(c, ref d));
+        On(Mnemonic.Sysenter, (c, ref d) => Sysenter(c, ref d));
+        On(Mnemonic.Sysexit, (c, ref d) => Sysexit(c, ref d));
         On(Mnemonic.Rdtsc, (c, ref d) =>
         {
             if ((c._cr4 & ControlBits.Cr4TSD) != 0 && c._cpl != 0 && c.ProtectedMode)
@@ -50,10 +50,10 @@ public sealed partial class Cpu
             c._gpr[0] = (uint)tsc;
             c._gpr[2] = (uint)(tsc >> 32);
         });
-        On(Mnemonic.Rdmsr, Rdmsr);
-        On(Mnemonic.Wrmsr, Wrmsr);
-        On(Mnemonic.Cpuid, Cpuid);
-        On(Mnemonic.Hlt, Hlt);
+        On(Mnemonic.Rdmsr, (c, ref d) => Rdmsr(c, ref d));
+        On(Mnemonic.Wrmsr, (c, ref d) => Wrmsr(c, ref d));
+        On(Mnemonic.Cpuid, (c, ref d) => Cpuid(c, ref d));
+        On(Mnemonic.Hlt, (c, ref d) => Hlt(c, ref d));
         On(Mnemonic.Cli, (c, ref d) =>
         {
             if (c.IoplAllows()) c._eflags &= ~EflagsBits.IF;
@@ -74,17 +74,17 @@ public sealed partial class Cpu
             }
             c._event |= EvBreak;
         });
-        On(Mnemonic.Pushf, Pushf);
-        On(Mnemonic.Pushfd, Pushf);
-        On(Mnemonic.Popf, Popf);
-        On(Mnemonic.Popfd, Popf);
+        On(Mnemonic.Pushf, (c, ref d) => Pushf(c, ref d));
+        On(Mnemonic.Pushfd, (c, ref d) => Pushf(c, ref d));
+        On(Mnemonic.Popf, (c, ref d) => Popf(c, ref d));
+        On(Mnemonic.Popfd, (c, ref d) => Popf(c, ref d));
         foreach (var code in s_codesByMnemonic.Value[(int)Mnemonic.Mov])
         {
             var info = code.ToOpCode();
-            if (info.Op0Kind == OpCodeOperandKind.cr_reg) On(code, MovToCr);
-            else if (info.Op1Kind == OpCodeOperandKind.cr_reg) On(code, MovFromCr);
-            else if (info.Op0Kind == OpCodeOperandKind.dr_reg) On(code, MovToDr);
-            else if (info.Op1Kind == OpCodeOperandKind.dr_reg) On(code, MovFromDr);
+            if (info.Op0Kind == OpCodeOperandKind.cr_reg) On(code, (c, ref d) => MovToCr(c, ref d));
+            else if (info.Op1Kind == OpCodeOperandKind.cr_reg) On(code, (c, ref d) => MovFromCr(c, ref d));
+            else if (info.Op0Kind == OpCodeOperandKind.dr_reg) On(code, (c, ref d) => MovToDr(c, ref d));
+            else if (info.Op1Kind == OpCodeOperandKind.dr_reg) On(code, (c, ref d) => MovFromDr(c, ref d));
             else if (info.Op0Kind == OpCodeOperandKind.tr_reg || info.Op1Kind == OpCodeOperandKind.tr_reg) On(code, s_undefined);
         }
     }

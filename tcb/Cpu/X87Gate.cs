@@ -23,10 +23,10 @@ public sealed partial class Cpu
             if (info.Encoding == EncodingKind.Legacy && info.Table == OpCodeTableKind.Normal
                 && info.OpCode >= 0xD8 && info.OpCode <= 0xDF && (info.Mode16 || info.Mode32))
             {
-                On(code, X87Escape);
+                On(code, (c, ref d) => X87Escape(c, ref d));
             }
         }
-        On(Code.Wait, Wait);
+        On(Code.Wait, (c, ref d) => Wait(c, ref d));
     }
 
     /// <summary>True when an x87 unit is wired in (CPUID's FPU bit).</summary>
