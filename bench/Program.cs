@@ -1,16 +1,23 @@
 using BenchmarkDotNet.Running;
 using SecureVmm.Bench;
 
-// `dotnet run -c Release --project bench -- tcb-size` prints the TCB size figure;
-// anything else goes to BenchmarkDotNet's switcher (e.g. `-- --filter '*'`).
-if (args.Length > 0 && args[0] == "tcb-size")
+// `dotnet run -c Release --project bench -- NAME [args]` runs one benchmark that prints its figures;
+// `-- tcb-size` prints the TCB size figure; anything else goes to BenchmarkDotNet's switcher.
+var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal)
 {
-    return TcbSize.Print(TcbSize.FindRepoRoot(args.Length > 1 ? args[1] : Directory.GetCurrentDirectory()));
-}
-if (args.Length > 0 && args[0] == "audit")
+    ["tcb-size"] = a => TcbSize.Print(TcbSize.FindRepoRoot(a.Length > 0 ? a[0] : Directory.GetCurrentDirectory())),
+    ["audit"] = AuditBench.Run,
+    ["cpu"] = CpuBench.Run,
+    ["devices"] = DeviceBench.Run,
+};
+if (args.Length > 0 && benchmarks.TryGetValue(args[0], out var run))
 {
-    return AuditBench.Run(args[1..]);
+    return run(args[1..]);
 }
-if (args.Length > 0 && args[0] == "cpu") return CpuBench.Run(args[1..]);
+if (args.Length == 0 || args[0] is "-h" or "--help")
+{
+    Console.WriteLine($"benchmarks: {string.Join(", ", benchmarks.Keys)} (or BenchmarkDotNet options)");
+    return 0;
+}
 BenchmarkSwitcher.FromAssembly(typeof(TcbSize).Assembly).Run(args);
 return 0;

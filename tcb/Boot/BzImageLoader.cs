@@ -26,7 +26,7 @@ public static class BzImageLoader
     private const int SetupSects = 0x1F1, SysSize = 0x1F4, VidMode = 0x1FA, BootFlag = 0x1FE, Jump = 0x200, Header = 0x202,
         Version = 0x206, TypeOfLoader = 0x210, LoadFlags = 0x211, Code32Start = 0x214, RamdiskImage = 0x218,
         RamdiskSize = 0x21C, HeapEndPtr = 0x224, CmdLinePtr = 0x228, InitrdAddrMax = 0x22C, CmdlineSize = 0x238,
-        InitSize = 0x260;
+        PrefAddress = 0x258, InitSize = 0x260;
     // boot_params fields outside the setup header (arch/x86/include/uapi/asm/bootparam.h).
     private const int ExtMemK = 0x002, AltMemK = 0x1E0, E820Entries = 0x1E8, E820Table = 0x2D0, E820MaxEntries = 128;
     private const byte LoadedHigh = 0x01, CanUseHeap = 0x80;
@@ -69,24 +69,30 @@ public static class BzImageLoader
         {
             throw new BootImageException(SysSize, $"syssize says the protected-mode kernel is {(ulong)sysSize * 16} bytes but only {kernelLength} follow the setup code: the file is truncated");
         }
-        int headerEnd = Jump + 2 + image[Jump + 1]; // the header ends at 0x202 + the jump's displacement byte
-        if (headerEnd > kernelOffset || headerEnd > image.Length)
-        {
-            throw new BootImageException(Jump + 1, $"setup header end 0x{headerEnd:X} lies past the setup code");
-        }
+        // The header ends at 0x202 + the jump's displacement byte: at most 0x301, always inside the
+        // setup sectors (at least one 512-byte sector after the boot sector).
+        int headerEnd = Jump + 2 + image[Jump + 1];
         uint code32Start = BinaryPrimitives.ReadUInt32LittleEndian(image[Code32Start..]);
         if (code32Start < BootLayout.HighRamStart)
         {
             throw new BootImageException(Code32Start, $"code32_start 0x{code32Start:X} is below 1 MiB");
         }
-        ulong initSize = version >= 0x020A ? BinaryPrimitives.ReadUInt32LittleEndian(image[InitSize..]) : 0;
-        ulong kernelFootprint = Math.Max((ulong)kernelLength, initSize); // the decompressor works in place up to init_size
         BootLayout.RequireHighRam(ram, Code32Start);
-        if (!ram.Contains(code32Start, kernelFootprint))
+        if (!ram.Contains(code32Start, (ulong)kernelLength))
         {
-            throw new BootImageException(version >= 0x020A ? InitSize : Code32Start,
-                $"the kernel needs 0x{kernelFootprint:X} bytes from 0x{code32Start:X} (init_size for decompression), more than guest RAM of {ram.Size} bytes");
+            throw new BootImageException(Code32Start, $"the {kernelLength}-byte kernel at code32_start 0x{code32Start:X} does not fit in guest RAM of {ram.Size} bytes");
         }
+        // The decompressed kernel runs at its preferred address (pref_address, protocol 2.10+:
+        // CONFIG_PHYSICAL_START, 16 MiB on Debian) when loaded below it, and needs init_size bytes
+        // from there before it reads the memory map (boot.rst, "init_size").
+        ulong initSize = version >= 0x020A ? BinaryPrimitives.ReadUInt32LittleEndian(image[InitSize..]) : 0;
+        ulong runtimeStart = version >= 0x020A ? Math.Max(code32Start, BinaryPrimitives.ReadUInt64LittleEndian(image[PrefAddress..])) : code32Start;
+        if (!ram.Contains(runtimeStart, initSize))
+        {
+            throw new BootImageException(InitSize,
+                $"the kernel needs init_size 0x{initSize:X} bytes from its run address 0x{runtimeStart:X}, more than guest RAM of {ram.Size} bytes");
+        }
+        ulong kernelFootprintEnd = Math.Max(code32Start + (ulong)kernelLength, runtimeStart + initSize);
 
         int cmdlineMax = version >= 0x0206 ? (int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(image[CmdlineSize..]), CommandLineAreaSize - 1) : 255;
         byte[] cmdline = Encoding.UTF8.GetBytes(commandLine);
@@ -103,7 +109,7 @@ public static class BzImageLoader
         {
             ulong addrMax = version >= 0x0203 ? BinaryPrimitives.ReadUInt32LittleEndian(image[InitrdAddrMax..]) : 0x37FF_FFFF;
             ulong limit = Math.Min(addrMax + 1, (ulong)ram.Size);
-            ulong kernelEnd = code32Start + kernelFootprint;
+            ulong kernelEnd = kernelFootprintEnd;
             if ((ulong)initrd.Length > limit || ((limit - (ulong)initrd.Length) & ~0xFFFul) < kernelEnd)
             {
                 throw new BootImageException(version >= 0x0203 ? InitrdAddrMax : Version,

@@ -27,6 +27,7 @@ public static class DebianInitramfs
         "/bin/busybox mount -t sysfs sysfs /sys\n" +
         "/bin/busybox mount -t devtmpfs devtmpfs /dev\n" +
         "/bin/busybox --install -s /bin\n" +
+        "/bin/busybox hostname -F /etc/hostname\n" +
         "export PATH=/bin:/sbin:/usr/bin:/usr/sbin\n" +
         "export PS1='securevmm# '\n" +
         "echo 'SecureVmm Debian guest: busybox shell'\n" +

@@ -93,8 +93,9 @@ public static class ScanCodes
 /// controller's command byte enables IRQ1, inhibits the keyboard and turns scan-code
 /// translation (set 2 to set 1) on or off; commands 0xAA, 0xAB, 0xAD, 0xAE, 0x20/0x60, 0xD0/0xD1,
 /// 0xD2 and the pulse commands are modelled; pulsing output-port bit 0 (0xFE, or 0xD1 with bit 0
-/// clear) asks the machine for a reset. There is no auxiliary (mouse) device: commands to it
-/// answer as an empty PS/2 port does, with a time-out.
+/// clear) asks the machine for a reset. There is no auxiliary (mouse) port: the aux loop command
+/// (0xD3) echoes as keyboard data, the aux interface test (0xA9) reports the clock line stuck, and
+/// writes to the aux device (0xD4) answer with a time-out, so guests conclude there is no mouse.
 /// </summary>
 public sealed class I8042 : IPortDevice
 {
@@ -242,8 +243,9 @@ public sealed class I8042 : IPortDevice
     /// <summary>Moves injected keys into the keyboard while it is scanning (machine thread).</summary>
     public void PumpHostInput()
     {
-        if (!ScanningEnabled)
+        if (!ScanningEnabled || Volatile.Read(ref _hostCount) == 0)
         {
+            FillOutputBuffer();
             return;
         }
         lock (_hostLock)
@@ -418,7 +420,10 @@ public sealed class I8042 : IPortDevice
                 SetOutput(value, fromAux: false);
                 break;
             case 0xD3:
-                SetOutput(value, fromAux: true);
+                // There is no auxiliary port, so the byte comes back as keyboard data (AUX flag
+                // clear). Linux's i8042_check_aux() reads that as a failed loop test and, with the
+                // 0xA9 answer below, decides there is no aux port, at once and without time-outs.
+                SetOutput(value, fromAux: false);
                 break;
             case 0xD4:
                 // No auxiliary device is attached: the controller reports a transmit time-out.

@@ -32,7 +32,7 @@ public sealed class Pic8259
     internal byte Icw3;             // cascade configuration, kept for read-back in tests
     internal readonly bool IsMaster;
 
-    public Pic8259(bool isMaster, byte elcrWritableMask)
+    internal Pic8259(bool isMaster, byte elcrWritableMask)
     {
         IsMaster = isMaster;
         ElcrWritableMask = elcrWritableMask;
@@ -41,7 +41,7 @@ public sealed class Pic8259
     private bool IsLevel(int line) => LevelTriggeredAll || (Elcr & (1 << line)) != 0;
 
     /// <summary>Drives input IR<paramref name="line"/> to <paramref name="level"/>.</summary>
-    public void SetLine(int line, bool level)
+    internal void SetLine(int line, bool level)
     {
         byte bit = (byte)(1 << line);
         if (IsLevel(line))
@@ -83,7 +83,7 @@ public sealed class Pic8259
     }
 
     /// <summary>The IR line this PIC would present on INT now, or -1.</summary>
-    public int PendingLine()
+    internal int PendingLine()
     {
         int requestRank = PriorityRank((byte)(Irr & ~Imr));
         if (requestRank == 8)
@@ -96,8 +96,10 @@ public sealed class Pic8259
         byte inService = Isr;
         if (SpecialMask)
         {
-            inService &= (byte)~Imr;
-            return (inService & (1 << ((requestRank + LowestPriority + 1) & 7))) != 0 ? -1 : (requestRank + LowestPriority + 1) & 7;
+            // Special mask mode: an in-service level blocks only itself, so any unmasked request
+            // that is not in service may interrupt, whatever its priority.
+            int rank = PriorityRank((byte)(Irr & ~Imr & ~Isr));
+            return rank == 8 ? -1 : (rank + LowestPriority + 1) & 7;
         }
         if (IsMaster && SpecialFullyNested)
         {
@@ -108,7 +110,7 @@ public sealed class Pic8259
     }
 
     /// <summary>The INTA cycle for <paramref name="line"/>: moves it from IRR to ISR (or not, in auto-EOI).</summary>
-    public void Acknowledge(int line)
+    internal void Acknowledge(int line)
     {
         byte bit = (byte)(1 << line);
         if (!IsLevel(line))
@@ -141,7 +143,7 @@ public sealed class Pic8259
     }
 
     /// <summary>Read of the command port (A0 = 0) or the data port (A0 = 1).</summary>
-    public byte Read(bool dataPort)
+    internal byte Read(bool dataPort)
     {
         if (PollPending)
         {
@@ -156,7 +158,7 @@ public sealed class Pic8259
     }
 
     /// <summary>Write to the command port (A0 = 0) or the data port (A0 = 1).</summary>
-    public void Write(bool dataPort, byte value)
+    internal void Write(bool dataPort, byte value)
     {
         if (!dataPort)
         {
@@ -270,12 +272,21 @@ public sealed class Pic8259
     }
 
     /// <summary>Write of the PIIX edge/level control register for this PIC's eight lines.</summary>
-    public void WriteElcr(byte value) => Elcr = (byte)(value & ElcrWritableMask);
+    internal void WriteElcr(byte value) => Elcr = (byte)(value & ElcrWritableMask);
 
-    public byte ReadElcr() => Elcr;
+    internal byte ReadElcr() => Elcr;
 
     /// <summary>Vector base programmed by ICW2.</summary>
     public byte Base => VectorBase;
+
+    /// <summary>Interrupt request register (for the machine's status display and tests).</summary>
+    public byte RequestRegister => Irr;
+
+    /// <summary>In-service register.</summary>
+    public byte InServiceRegister => Isr;
+
+    /// <summary>Interrupt mask register.</summary>
+    public byte MaskRegister => Imr;
 }
 
 /// <summary>
@@ -316,6 +327,7 @@ public sealed class PicPair : IInterruptSource, IIrqLines, IPortDevice
         if (line < 8)
         {
             Master.SetLine(line, level);
+            _intr = Master.PendingLine() >= 0;
         }
         else
         {
@@ -324,10 +336,17 @@ public sealed class PicPair : IInterruptSource, IIrqLines, IPortDevice
         }
     }
 
-    // The slave's INT output drives master IR2.
-    private void UpdateCascade() => Master.SetLine(2, Slave.PendingLine() >= 0);
+    // The slave's INT output drives master IR2; the master's INT output is the CPU's INTR,
+    // kept in a field so the CPU can test it at every instruction boundary for nothing.
+    private void UpdateCascade()
+    {
+        Master.SetLine(2, Slave.PendingLine() >= 0);
+        _intr = Master.PendingLine() >= 0;
+    }
 
-    public bool HasPending => Master.PendingLine() >= 0;
+    private bool _intr;
+
+    public bool HasPending => _intr;
 
     public byte Acknowledge()
     {
@@ -374,10 +393,7 @@ public sealed class PicPair : IInterruptSource, IIrqLines, IPortDevice
             ElcrSlavePort => Slave.ReadElcr(),
             _ => 0xFF,
         };
-        if (port == SlaveCommandPort || port == SlaveDataPort)
-        {
-            UpdateCascade(); // a slave poll read acknowledges
-        }
+        UpdateCascade(); // a poll read acknowledges
         return value | (PortBus.SizeMask(size) & ~0xFFu);
     }
 

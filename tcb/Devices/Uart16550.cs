@@ -6,7 +6,10 @@ public interface ISerialOutput
     void Transmit(byte value);
 }
 
-/// <summary>Transmits into a host stream (stdout, a log file), flushing at each line end.</summary>
+/// <summary>
+/// Transmits into a host stream (stdout, a log file), flushing at each line end; the machine calls
+/// <see cref="Flush"/> when the guest goes idle so that a prompt without a newline shows too.
+/// </summary>
 public sealed class StreamSerialOutput(Stream stream) : ISerialOutput
 {
     public void Transmit(byte value)
@@ -17,6 +20,8 @@ public sealed class StreamSerialOutput(Stream stream) : ISerialOutput
             stream.Flush();
         }
     }
+
+    public void Flush() => stream.Flush();
 }
 
 /// <summary>Collects transmitted bytes in memory (tests, the machine's console capture). Thread-safe.</summary>
@@ -167,9 +172,9 @@ public sealed class Uart16550 : IPortDevice, ITimedDevice
     /// <summary>Moves queued host input into the receive FIFO (machine thread). Loopback disconnects the line.</summary>
     public void PumpHostInput()
     {
-        if ((Mcr & 0x10) != 0 || _rxCount >= RxCapacity)
+        if ((Mcr & 0x10) != 0 || _rxCount >= RxCapacity || Volatile.Read(ref _hostCount) == 0)
         {
-            return;
+            return; // nothing to move: no lock taken on this frequent path
         }
         bool moved = false;
         lock (_hostLock)

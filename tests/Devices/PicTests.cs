@@ -140,10 +140,11 @@ public sealed class PicTests
         pic.Out(0x4D1, 0x02); // IRQ9 level
         pic.SetIrq(9, true);
         Assert.True(pic.HasPending);
-        pic.Slave.SetLine(1, false); // withdrawn on the slave only, master IR2 still latched
+        pic.SetIrq(9, false); // withdrawn: the slave forgets it, but master IR2 (edge) stays latched
+        Assert.True(pic.HasPending);
         Assert.Equal(0x2F, pic.Acknowledge());
-        pic.Out(0xA0, 0x0B);
-        Assert.Equal(0x00, pic.In(0xA0));
+        Assert.Equal(0x00, pic.Slave.InServiceRegister);
+        Assert.Equal(0x04, pic.Master.InServiceRegister); // the master did see a request: it needs its EOI
     }
 
     [Fact]

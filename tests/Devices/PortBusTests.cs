@@ -107,3 +107,44 @@ public sealed class PortBusTests
         Assert.Equal(deadline, clock.NowNs);
     }
 }
+
+public sealed class PcDevicesTests
+{
+    [Fact]
+    public void Standard_set_claims_exactly_the_pc_ports_and_nothing_else()
+    {
+        var set = new PcDevices(new PcDeviceOptions { SerialOutput = new BufferSerialOutput(), RamBytes = 64L << 20 });
+        int[] expected =
+        [
+            0x20, 0x21, 0x40, 0x41, 0x42, 0x43, 0x60, 0x61, 0x64, 0x70, 0x71, 0x80, 0xA0, 0xA1,
+            .. Enumerable.Range(0x3C0, 16), 0x3D4, 0x3D5, 0x3DA, .. Enumerable.Range(0x3F8, 8), 0x4D0, 0x4D1,
+            .. Enumerable.Range(0xCF8, 8),
+        ];
+        var claimed = Enumerable.Range(0, 0x10000).Where(p => set.Ports.DeviceAt((ushort)p) is not null).ToArray();
+        Assert.Equal(expected.Order(), claimed);
+        Assert.Null(set.DebugExit);
+        var withDebug = new PcDevices(new PcDeviceOptions { SerialOutput = new BufferSerialOutput(), RamBytes = 64L << 20, DebugExit = true });
+        Assert.NotNull(withDebug.Ports.DeviceAt(0xF4));
+    }
+
+    [Fact]
+    public void Uart_interrupt_reaches_the_cpu_through_the_pic_with_vector_0x24()
+    {
+        var set = new PcDevices(new PcDeviceOptions { SerialOutput = new BufferSerialOutput(), RamBytes = 64L << 20 });
+        foreach (var (port, value) in new (int, int)[] { (0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0xA0, 0x11), (0xA1, 0x28), (0xA1, 0x02), (0xA1, 0x01) })
+        {
+            set.Ports.Write((ushort)port, 1, (uint)value);
+        }
+        set.Ports.Write(0x3FC, 1, 0x08); // OUT2
+        set.Ports.Write(0x3F9, 1, 0x01); // receive interrupt
+        set.Com1.EnqueueInput("k"u8);
+        Assert.False(set.Pic.HasPending);
+        set.PumpHostInput();
+        Assert.True(set.Pic.HasPending);
+        Assert.Equal(0x24, set.Pic.Acknowledge());
+        Assert.Equal((uint)'k', set.Ports.Read(0x3F8, 1));
+        // The RAM size reached the CMOS: 0x34/0x35 = (64 - 16) MiB in 64 KiB units.
+        set.Ports.Write(0x70, 1, 0x34);
+        Assert.Equal((uint)(48 * 16 & 0xFF), set.Ports.Read(0x71, 1));
+    }
+}

@@ -181,3 +181,21 @@ public sealed class UartTests
         Assert.Equal(0x01, _uart.In(Iir) & 0x0F);
     }
 }
+
+public sealed class SerialOutputTests
+{
+    [Fact]
+    public void Stream_output_writes_every_byte_and_flushes_at_line_ends_and_on_request()
+    {
+        using var buffer = new MemoryStream();
+        using var buffered = new BufferedStream(buffer, 4096);
+        var output = new StreamSerialOutput(buffered);
+        foreach (byte b in "line\nprompt# "u8)
+        {
+            output.Transmit(b);
+        }
+        Assert.Equal("line\n", System.Text.Encoding.ASCII.GetString(buffer.ToArray()));
+        output.Flush();
+        Assert.Equal("line\nprompt# ", System.Text.Encoding.ASCII.GetString(buffer.ToArray()));
+    }
+}
