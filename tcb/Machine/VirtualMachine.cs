@@ -42,9 +42,9 @@ public sealed class VirtualMachine : IExitHandler, IDisposable
     private readonly MachineConfig _config;
     private readonly GuestRam _ram;
     private readonly PhysicalMemoryMap _map;
-    private readonly PortBus _ports = new();
-    private readonly DeviceClock _clock = new();
-    private readonly MachineRequests _requests = new();
+    private readonly PortBus _ports;
+    private readonly DeviceClock _clock;
+    private readonly MachineRequests _requests;
     private readonly IExitRecorder? _recorder;
     private readonly Cpu.Cpu _cpu;
     private readonly AutoResetEvent _wake = new(false);
@@ -69,40 +69,26 @@ public sealed class VirtualMachine : IExitHandler, IDisposable
         _map = new PhysicalMemoryMap(_ram);
 
         // The PC's fixed devices, and only these (DESIGN.md, devices).
-        Pic = new PicPair();
-        Pic.Attach(_ports);
-        Pit = new Pit8254(_clock, Pic);
-        Pit.Attach(_ports);
-        _clock.Register(Pit);
-        Rtc = new Rtc146818(_clock, Pic, config.RtcStart);
-        Rtc.SetMemorySize(config.MemoryBytes);
-        Rtc.Attach(_ports);
-        _clock.Register(Rtc);
-        Serial = new Uart16550(_clock, Pic, config.Serial ?? new DiscardSerialOutput());
-        Serial.Attach(_ports);
-        _clock.Register(Serial);
-        Serial.InputSignal = () => _wake.Set();
-        Keyboard = new I8042(Pic, _requests);
-        Keyboard.Attach(_ports);
-        Keyboard.InputSignal = () => _wake.Set();
-        Vga = new VgaText();
-        Vga.Attach(_ports, new MmioBus());
-        _map.AddMmio((uint)VgaText.BufferBase, VgaText.BufferSize, Vga);
-        Pci = new PciHost(_requests);
-        Pci.Attach(_ports);
+        Devices = new PcDevices(new PcDeviceOptions
+        {
+            SerialOutput = config.Serial ?? new DiscardSerialOutput(),
+            RamBytes = config.MemoryBytes,
+            RtcStart = config.RtcStart,
+            DebugExit = config.DebugExit,
+        });
+        _ports = Devices.Ports;
+        _clock = Devices.Clock;
+        _requests = Devices.Requests;
+        Devices.Com1.InputSignal = () => _wake.Set();
+        Devices.Keyboard.InputSignal = () => _wake.Set();
+        _map.AddMmio((uint)VgaText.BufferBase, VgaText.BufferSize, Devices.Vga);
         if (config.NicMac is not null)
         {
             Nic = new VirtioNet(_map, Pic, config.NicMac);
-            Pci.AddFunction(NicPciDevice, 0, Nic);
+            Devices.Pci.AddFunction(NicPciDevice, 0, Nic);
             _ports.Register(Nic, Nic.IoBase, VirtioNet.BarSize);
             Nic.InputSignal = () => _wake.Set();
         }
-        if (config.DebugExit)
-        {
-            _ports.Register(new DebugExitPort(_requests), DebugExitPort.Port);
-        }
-        PostCodes = new PostCodePort();
-        _ports.Register(PostCodes, PostCodePort.Port);
 
         _cpu = new Cpu.Cpu(_map, this) { Interrupts = Pic };
     }
@@ -112,14 +98,12 @@ public sealed class VirtualMachine : IExitHandler, IDisposable
     public GuestRam Ram => _ram;
     public PhysicalMemoryMap MemoryMap => _map;
     public Cpu.Cpu Cpu => _cpu;
-    public PicPair Pic { get; }
-    public Pit8254 Pit { get; }
-    public Rtc146818 Rtc { get; }
-    public Uart16550 Serial { get; }
-    public I8042 Keyboard { get; }
-    public VgaText Vga { get; }
-    public PciHost Pci { get; }
-    public PostCodePort PostCodes { get; }
+    /// <summary>The VM's device model (one instance per VM; nothing shared).</summary>
+    public PcDevices Devices { get; }
+    public PicPair Pic => Devices.Pic;
+    public Uart16550 Serial => Devices.Com1;
+    public I8042 Keyboard => Devices.Keyboard;
+    public VgaText Vga => Devices.Vga;
 
     /// <summary>The VM's NIC (PCI 00:03.0), or null.</summary>
     public VirtioNet? Nic { get; }
@@ -264,8 +248,7 @@ public sealed class VirtualMachine : IExitHandler, IDisposable
 
                 SyncClock();
                 _clock.RunDue();
-                Serial.PumpHostInput();
-                Keyboard.PumpHostInput();
+                Devices.PumpHostInput();
                 Nic?.PumpHostInput();
 
                 RunStatus status = _cpu.Run(_config.SliceInstructions);
@@ -323,8 +306,7 @@ public sealed class VirtualMachine : IExitHandler, IDisposable
         }
         SyncClock();
         _clock.RunDue();
-        Serial.PumpHostInput();
-        Keyboard.PumpHostInput();
+        Devices.PumpHostInput();
         Nic?.PumpHostInput();
         if (Pic.HasPending || _stopRequested || _pauseRequested)
         {
