@@ -111,7 +111,16 @@ public sealed class AuditWriter : IDisposable
     /// <summary>Creates a new log file (never overwrites one) and starts the writer.</summary>
     /// <exception cref="AuditLogException">The file cannot be created or its header written; the message names the file.</exception>
     public static AuditWriter Create(string path, AuditLogHeader header, AuditWriterOptions options) =>
-        Open(path, () => new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.Read, 1, FileOptions.None), header, options);
+        Open(path, () =>
+        {
+            // Unbuffered (each block is one write) and readable by owner and group only: the log shows what guests did.
+            var file = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.Read, BufferSize = 0 };
+            if (!OperatingSystem.IsWindows())
+            {
+                file.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead;
+            }
+            return new FileStream(path, file);
+        }, header, options);
 
     /// <summary>Starts a writer on a stream from <paramref name="streamFactory"/> (tests inject failing or slow streams).</summary>
     /// <exception cref="AuditLogException">The stream cannot be opened or the header written; the message names <paramref name="name"/>.</exception>
@@ -212,6 +221,8 @@ public sealed class AuditWriter : IDisposable
             _appended++;
             if (_consumerWaiting)
             {
+                // Wake the writer thread once, not for every record that arrives before it runs.
+                _consumerWaiting = false;
                 Monitor.PulseAll(_gate);
             }
         }

@@ -85,6 +85,39 @@ public static class ScanCodes
 
     /// <summary>The key names this table knows.</summary>
     public static IEnumerable<string> KeyNames => Keys.Select(k => k.Name);
+
+    /// <summary>US keyboard layout: the unshifted and shifted character of each printable key.</summary>
+    private static readonly (string Key, char Plain, char Shifted)[] UsLayout =
+    [
+        ("1", '1', '!'), ("2", '2', '@'), ("3", '3', '#'), ("4", '4', '$'), ("5", '5', '%'), ("6", '6', '^'),
+        ("7", '7', '&'), ("8", '8', '*'), ("9", '9', '('), ("0", '0', ')'), ("Minus", '-', '_'), ("Equals", '=', '+'),
+        ("LeftBracket", '[', '{'), ("RightBracket", ']', '}'), ("Semicolon", ';', ':'), ("Apostrophe", '\'', '"'),
+        ("Backquote", '`', '~'), ("Backslash", '\\', '|'), ("Comma", ',', '<'), ("Period", '.', '>'), ("Slash", '/', '?'),
+        ("Space", ' ', ' '), ("Enter", '\n', '\n'), ("Tab", '\t', '\t'), ("Backspace", '\b', '\b'),
+    ];
+
+    /// <summary>The key and shift state that type <paramref name="c"/> on a US keyboard.</summary>
+    public static bool TryGetCharacter(char c, out string key, out bool shift)
+    {
+        if (c is >= 'a' and <= 'z' or >= 'A' and <= 'Z')
+        {
+            key = char.ToUpperInvariant(c).ToString();
+            shift = c is >= 'A' and <= 'Z';
+            return true;
+        }
+        foreach (var (name, plain, shifted) in UsLayout)
+        {
+            if (c == plain || c == shifted)
+            {
+                key = name;
+                shift = c != plain;
+                return true;
+            }
+        }
+        key = "";
+        shift = false;
+        return false;
+    }
 }
 
 /// <summary>
@@ -238,6 +271,38 @@ public sealed class I8042 : IPortDevice
         bytes[n++] = 0xF0;
         bytes[n++] = (byte)set2;
         InjectSet2(bytes[..n]);
+    }
+
+    /// <summary>
+    /// Types <paramref name="text"/> as a person would on a US keyboard (Shift held for capitals
+    /// and shifted symbols; '\n' is Enter). Characters with no key throw ArgumentException naming them.
+    /// </summary>
+    public void TypeText(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        ScanCodes.TryGetKey("LeftShift", out _, out ushort shiftCode);
+        var bytes = new List<byte>(text.Length * 6);
+        for (int i = 0; i < text.Length; i++)
+        {
+            if (!ScanCodes.TryGetCharacter(text[i], out string key, out bool shift))
+            {
+                throw new ArgumentException($"character U+{(int)text[i]:X4} at index {i} has no key on a US keyboard", nameof(text));
+            }
+            ScanCodes.TryGetKey(key, out _, out ushort code);
+            if (shift) bytes.Add((byte)shiftCode);
+            bytes.Add((byte)code);
+            bytes.Add(0xF0);
+            bytes.Add((byte)code);
+            if (shift)
+            {
+                bytes.Add(0xF0);
+                bytes.Add((byte)shiftCode);
+            }
+        }
+        if (InjectSet2(bytes.ToArray()) < bytes.Count)
+        {
+            throw new InvalidOperationException("the keyboard's host queue is full; type less at a time");
+        }
     }
 
     /// <summary>Moves injected keys into the keyboard while it is scanning (machine thread).</summary>

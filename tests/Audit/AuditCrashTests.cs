@@ -27,9 +27,11 @@ public class AuditCrashTests(ITestOutputHelper output)
         start.ArgumentList.Add("--soak");
         start.ArgumentList.Add(path);
         start.ArgumentList.Add("60");
+        Process? running = null;
         try
         {
-            using var child = Process.Start(start)!;
+            Process child = Process.Start(start)!;
+            running = child;
             var watch = Stopwatch.StartNew();
             while (watch.Elapsed < TimeSpan.FromSeconds(30) && !child.HasExited && (!File.Exists(path) || new FileInfo(path).Length < 300_000))
             {
@@ -58,6 +60,16 @@ public class AuditCrashTests(ITestOutputHelper output)
         }
         finally
         {
+            if (running is not null)
+            {
+                if (!running.HasExited)
+                {
+                    // An assertion failed before the kill: do not leave the writer running.
+                    running.Kill(entireProcessTree: true);
+                    running.WaitForExit();
+                }
+                running.Dispose();
+            }
             File.Delete(path);
         }
     }

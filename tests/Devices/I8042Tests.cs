@@ -149,4 +149,25 @@ public sealed class I8042Tests
         _kbc.Out(0x64, 0x20);
         Assert.Equal(0x20, ReadData() & 0x20);
     }
+
+    [Fact]
+    public void Typed_text_becomes_set_1_make_and_break_codes_with_shift()
+    {
+        _kbc.TypeText("aB!\n");
+        var codes = new List<byte>();
+        for (int guard = 0; guard < 100; guard++)
+        {
+            _kbc.PumpHostInput();
+            if ((_kbc.In(0x64) & 0x01) == 0) break;
+            codes.Add(_kbc.In(0x60));
+        }
+        Assert.Equal(new byte[]
+        {
+            0x1E, 0x9E,                         // a
+            0x2A, 0x30, 0xB0, 0xAA,             // Shift+B
+            0x2A, 0x02, 0x82, 0xAA,             // Shift+1 = !
+            0x1C, 0x9C,                         // Enter
+        }, codes);
+        Assert.Throws<ArgumentException>(() => _kbc.TypeText("é"));
+    }
 }
