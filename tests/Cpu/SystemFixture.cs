@@ -95,6 +95,10 @@ public static class SystemFixture
     {
         Handler(h, vector, a =>
         {
+            // Entry from ring 3 leaves DS/ES null (SDM vol. 2, IRET): reload them as an OS does.
+            a.mov(ax, KernelData);
+            a.mov(ds, ax);
+            a.mov(es, ax);
             a.mov(__dword_ptr[Record], (uint)vector);
             for (int i = 0; i < 5; i++)
             {
