@@ -240,6 +240,7 @@ public sealed partial class Cpu
                 {
                     _halted = false;
                     byte vector = source!.Acknowledge();
+                    _icount++; // an interrupt delivery consumes budget, like an exception (see HandlePendingFault)
                     DeliverEvent(vector, 0, hasError: false, InterruptKind.External, _eip);
                     if (CheckRunEnd(out var s))
                     {

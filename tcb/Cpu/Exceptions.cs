@@ -58,6 +58,9 @@ public sealed partial class Cpu
         _pendingFault = false;
         _event &= ~EvFault;
         byte v = _pfVector;
+        // Each delivered exception consumes one unit of the instruction budget (and of virtual
+        // time), so a guest stuck in a fault loop still returns to the VMM when its budget ends.
+        _icount++;
         DeliverEvent(v, _pfError, Vector.HasErrorCode(v), InterruptKind.Exception, _eip);
     }
 

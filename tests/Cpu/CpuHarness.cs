@@ -84,6 +84,30 @@ public sealed class CpuHarness : IExitHandler, IDisposable
 
     public RunStatus Run(long budget = 1_000_000) => Cpu.Run(budget);
 
+    /// <summary>Debugging aid: runs one instruction at a time and returns a disassembly trace with registers.</summary>
+    public string Trace(int steps)
+    {
+        var sb = new StringBuilder();
+        var buffer = new byte[16];
+        for (int i = 0; i < steps; i++)
+        {
+            var cs = Cpu.GetSegment(SegReg.Cs);
+            uint lin = cs.Base + Cpu.Eip;
+            Cpu.TryReadLinear(lin, buffer);
+            var decoder = Iced.Intel.Decoder.Create(cs.Big ? 32 : 16, buffer);
+            decoder.IP = Cpu.Eip;
+            var insn = decoder.Decode();
+            sb.AppendLine($"{cs.Selector:X4}:{Cpu.Eip:X8} {insn,-32} eax={Cpu.Eax:X8} ecx={Cpu.Ecx:X8} esp={Cpu.Esp:X8} cpl={Cpu.Cpl} fl={Cpu.Eflags:X}");
+            var status = Cpu.Run(1);
+            if (status != RunStatus.BudgetExhausted)
+            {
+                sb.AppendLine(status.ToString());
+                break;
+            }
+        }
+        return sb.ToString();
+    }
+
     public uint ReadU32(uint address) => BitConverter.ToUInt32(Ram.Slice(address, 4));
 
     public void WriteU32(uint address, uint value) => Map.WriteRam(address, BitConverter.GetBytes(value));
