@@ -7,5 +7,9 @@ if (args.Length > 0 && args[0] == "tcb-size")
 {
     return TcbSize.Print(TcbSize.FindRepoRoot(args.Length > 1 ? args[1] : Directory.GetCurrentDirectory()));
 }
+if (args.Length > 0 && args[0] == "x87")
+{
+    return X87Bench.Run();
+}
 BenchmarkSwitcher.FromAssembly(typeof(TcbSize).Assembly).Run(args);
 return 0;

@@ -590,10 +590,7 @@ public static class ExtendedArithmetic
         {
             return true;
         }
-        if (DenormalStops(ca, ca, ref env))
-        {
-            return false;
-        }
+        // FIST/FBSTP raise no DE for denormals (SDM vol.2A FIST "Floating-Point Exceptions"): they round to 0 or +-1.
         int e = Normalize(a, out ulong s);
         if (e >= 64)
         {

@@ -96,10 +96,8 @@ public static class MemoryFormats
                 return infinity;
             case Float80Class.Zero:
                 return signBit;
-            case Float80Class.Denormal:
-                env.Flags |= X87Status.DenormalOperand;
-                break;
         }
+        // A denormal source raises no DE here: it is simply tiny for the destination, i.e. underflow (SDM vol.2A FST).
         int e = ExtendedArithmetic.Normalize(value, out ulong s);
         var r = ExtendedArithmetic.Round(value.IsNegative, e, (UInt128)s << 64, precision, minExponent, maxExponent, false, ref env);
         if (r.Infinity)

@@ -52,6 +52,11 @@ public sealed partial class X87Unit
             }
             dest = 0;
             empty = Empty(0);
+            if (!empty && env.Unmasked(PreComputation))
+            {
+                Commit(env);    // SNaN or denormal m32/m64 operand with the exception unmasked: no result
+                return X87Outcome.Done;
+            }
         }
         else
         {

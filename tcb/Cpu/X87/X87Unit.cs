@@ -119,6 +119,7 @@ public sealed partial class X87Unit
     public X87Outcome Execute(in Instruction insn, IX87Memory mem, ref X87CpuContext ctx)
     {
         Mnemonic mnemonic = insn.Mnemonic;
+        ctx.AxWritten = false;
         if (!IsNonWaiting(mnemonic) && HasPendingUnmaskedException)
         {
             return X87Outcome.FloatingPointError;
