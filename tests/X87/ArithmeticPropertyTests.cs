@@ -391,3 +391,25 @@ public class ArithmeticPropertyTests
         });
     }
 }
+
+public class DivisionKernelTests
+{
+    [Fact]
+    public void NormalizedDivisionMatchesUInt128Division()
+    {
+        var words = Gen.Choose(0, 0xFFFF).Four().Select(t => ((ulong)(uint)t.Item1 << 48) | ((ulong)(uint)t.Item2 << 32) | ((ulong)(uint)t.Item3 << 16) | (uint)t.Item4);
+        var edge = Gen.Elements(0UL, 1UL, ulong.MaxValue, 1UL << 63, (1UL << 63) + 1, 0xFFFF_FFFF_0000_0000UL, 0x8000_0000_FFFF_FFFFUL);
+        var any = Gen.OneOf(words, edge);
+        var gen = from d in any
+                  from h in any
+                  from l in any
+                  let divisor = d | (1UL << 63)
+                  select (high: h % divisor, low: l, divisor);
+        FsCheck.Check.One(Config.QuickThrowOnFailure.WithMaxTest(20000), Prop.ForAll(Arb.From(gen), t =>
+        {
+            ulong q = ExtendedArithmetic.DivideNormalized(t.high, t.low, t.divisor, out ulong r);
+            UInt128 n = ((UInt128)t.high << 64) | t.low;
+            return q == (ulong)(n / t.divisor) && r == (ulong)(n % t.divisor);
+        }));
+    }
+}

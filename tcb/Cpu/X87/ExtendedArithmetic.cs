@@ -432,25 +432,63 @@ public static class ExtendedArithmetic
         int eb = Normalize(b, out ulong sb);
         // Long division in two 64-bit quotient digits gives 128 quotient bits (bit 127 set) and the
         // remainder becomes the sticky bit: more than enough for exact rounding at 64 bits.
-        UInt128 numerator;
+        ulong high, low;
         int exponent;
         if (sa >= sb)
         {
-            numerator = (UInt128)sa << 63;
+            high = sa >> 1;             // sa * 2^63
+            low = sa << 63;
             exponent = ea - eb;
         }
         else
         {
-            numerator = (UInt128)sa << 64;
+            high = sa;                  // sa * 2^64
+            low = 0;
             exponent = ea - eb - 1;
         }
-        UInt128 q1 = numerator / sb;
-        UInt128 r1 = numerator - q1 * sb;
-        UInt128 n2 = r1 << 64;
-        UInt128 q2 = n2 / sb;
-        UInt128 r2 = n2 - q2 * sb;
-        UInt128 quotient = (q1 << 64) | q2 | (r2 != UInt128.Zero ? UInt128.One : UInt128.Zero);
+        ulong q1 = DivideNormalized(high, low, sb, out ulong r1);
+        ulong q2 = DivideNormalized(r1, 0, sb, out ulong r2);
+        UInt128 quotient = ((UInt128)q1 << 64) | q2 | (r2 != 0 ? UInt128.One : UInt128.Zero);
         return RoundToRegister(negative, exponent, quotient, ref env);
+    }
+
+    /// <summary>
+    /// (high:low) / divisor for a divisor with bit 63 set and high &lt; divisor, so the quotient fits
+    /// 64 bits: schoolbook division in two 32-bit digits with estimate correction (Knuth, TAOCP
+    /// vol.2 4.3.1 algorithm D). Much cheaper than a general UInt128 division.
+    /// </summary>
+    public static ulong DivideNormalized(ulong high, ulong low, ulong divisor, out ulong remainder)
+    {
+        const ulong digit = 1UL << 32;
+        ulong dHigh = divisor >> 32, dLow = divisor & 0xFFFF_FFFF;
+        ulong nHigh = low >> 32, nLow = low & 0xFFFF_FFFF;
+
+        ulong q1 = high / dHigh;
+        ulong rest = high - q1 * dHigh;
+        while (q1 >= digit || q1 * dLow > ((rest << 32) | nHigh))
+        {
+            q1--;
+            rest += dHigh;
+            if (rest >= digit)
+            {
+                break;
+            }
+        }
+        ulong partial = (high << 32) + nHigh - q1 * divisor;     // exact modulo 2^64: the true value is < divisor
+
+        ulong q0 = partial / dHigh;
+        rest = partial - q0 * dHigh;
+        while (q0 >= digit || q0 * dLow > ((rest << 32) | nLow))
+        {
+            q0--;
+            rest += dHigh;
+            if (rest >= digit)
+            {
+                break;
+            }
+        }
+        remainder = (partial << 32) + nLow - q0 * divisor;
+        return (q1 << 32) | q0;
     }
 
     public static Float80 SquareRoot(Float80 a, ref X87Arithmetic env)

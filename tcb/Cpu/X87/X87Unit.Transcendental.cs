@@ -106,9 +106,10 @@ public sealed partial class X87Unit
         }
         env.Flags |= X87Status.Precision;
         int exponent = ExtendedArithmetic.Normalize(x, out _);
-        if (exponent < -40)
+        // |x| < 2^-40: sin x and tan x round to x, cos x to 1 at 64 bits (the next Taylor terms are
+        // below 2^-80 relative). 2^x - 1 = x ln 2 (1 + x ln 2 / 2 + ...) needs |x| < 2^-64 for that.
+        if (exponent < (m == Mnemonic.F2xm1 ? -64 : -40))
         {
-            // |x| < 2^-40: sin x and tan x round to x, cos x to 1 at 64 bits; 2^x - 1 = x ln 2.
             Float80 ln2 = new(0x3FFE, 0xB172_17F7_D1CF_79ACUL);
             first = m switch
             {
