@@ -189,6 +189,57 @@ public class ArithmeticPropertyTests
         }, 20000);
     }
 
+    /// <summary>Results near and below the smallest normal: denormals, tininess after rounding, UE/PE.</summary>
+    [Fact]
+    public void TinyResultsAreDenormalisedAndRoundedOnce()
+    {
+        var gen = from op in Gen.Elements(Op.Mul, Op.Div)
+                  from a in ExactReference.ExtendedAround(-8191, 40)
+                  from b in ExactReference.ExtendedAround(op == Op.Mul ? -8191 : 8191, 40)
+                  from precision in Gen.Elements(ExactReference.AllPrecisions)
+                  from rounding in Gen.Elements(ExactReference.AllRoundings)
+                  select (op, a, b, precision, rounding);
+        Verify(gen, t =>
+        {
+            var env = new X87Arithmetic(X87Harness.ControlWord(t.precision, t.rounding));
+            Float80 actual = Apply(t.op, t.a, t.b, ref env);
+            var ra = ExactReference.ToRational(t.a);
+            var rb = ExactReference.ToRational(t.b);
+            var exact = t.op == Op.Mul ? ExactReference.Multiply(ra, rb) : ExactReference.Divide(ra, rb);
+            Float80 expected = ExactReference.RoundWithDenormals(exact, t.precision, t.rounding, out bool inexact, out bool tiny);
+            ushort flags = (ushort)((inexact ? X87Status.Precision : 0) | (inexact && tiny ? X87Status.Underflow : 0));
+            return expected == actual && env.Flags == flags;
+        }, 10000);
+    }
+
+    /// <summary>FSCALE and FXTRACT against Math.ScaleB and Math.ILogB.</summary>
+    [Fact]
+    public void ScaleAndExtractMatchMath()
+    {
+        var gen = from d in Doubles.Where(double.IsFinite)
+                  from n in Gen.Choose(-1100, 1100)
+                  from fraction in Gen.Elements(0.0, 0.25, 0.75)
+                  select (d, n, fraction);
+        Verify(gen, t =>
+        {
+            var env = new X87Arithmetic(X87Control.Default);
+            double scaleArg = t.n < 0 ? t.n - t.fraction : t.n + t.fraction;     // FSCALE truncates toward zero
+            Float80 scaled = ExtendedArithmetic.Scale(Float80.FromDouble(t.d), Float80.FromDouble(scaleArg), ref env);
+            double expected = Math.ScaleB(t.d, t.n);
+            bool scaleOk = !double.IsNormal(expected) && expected != 0 && !double.IsInfinity(expected)
+                || (double.IsInfinity(expected) || (expected == 0 && t.d != 0))
+                || scaled == Float80.FromDouble(expected);
+            if (t.d == 0)
+            {
+                return scaleOk;
+            }
+            ExtendedArithmetic.Extract(Float80.FromDouble(t.d), ref env, out Float80 exponent, out Float80 significand);
+            return scaleOk
+                && exponent == Float80.FromDouble(Math.ILogB(t.d))
+                && significand == Float80.FromDouble(Math.ScaleB(t.d, -Math.ILogB(t.d)));
+        }, 5000);
+    }
+
     private static ExactReference.Rational Canonical(ExactReference.Rational r)
     {
         BigInteger g = BigInteger.GreatestCommonDivisor(r.Numerator, r.Denominator);

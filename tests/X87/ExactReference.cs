@@ -1,4 +1,3 @@
-using Xunit;
 using System.Numerics;
 using FsCheck;
 using FsCheck.Fluent;
@@ -40,7 +39,11 @@ internal static class ExactReference
     }
 
     /// <summary>Correctly rounded extended value of a non-zero rational (normal range only).</summary>
-    public static Float80 Round(Rational value, int precision, X87Rounding rounding)
+    public static Float80 Round(Rational value, int precision, X87Rounding rounding) =>
+        Round(value, precision, rounding, out _);
+
+    /// <summary>As <see cref="Round(Rational, int, X87Rounding)"/>, also giving the unbounded unbiased exponent.</summary>
+    public static Float80 Round(Rational value, int precision, X87Rounding rounding, out int exponent)
     {
         bool negative = value.Numerator.Sign < 0;
         BigInteger num = BigInteger.Abs(value.Numerator), den = value.Denominator;
@@ -71,8 +74,59 @@ internal static class ExactReference
             q >>= 1;
             e++;
         }
+        exponent = e;
         return new Float80(negative, e + Float80.ExponentBias, (ulong)(q << (64 - precision)));
     }
+
+    /// <summary>
+    /// Correctly rounded extended value allowing denormal results: below 2^-16382 the quantum is
+    /// fixed at 2^(-16382 - (precision - 1)). Also reports IEEE tininess after rounding.
+    /// </summary>
+    public static Float80 RoundWithDenormals(Rational value, int precision, X87Rounding rounding, out bool inexact, out bool tiny)
+    {
+        const int minExponent = -16382;
+        Float80 unbounded = Round(value, precision, rounding, out int exponent);
+        tiny = exponent < minExponent;
+        bool negative = value.Numerator.Sign < 0;
+        BigInteger num = BigInteger.Abs(value.Numerator), den = value.Denominator;
+        if (!tiny)
+        {
+            inexact = !Canonical(ToRational(unbounded)).Equals(Canonical(value));
+            return unbounded;
+        }
+        int shift = -(minExponent - (precision - 1));          // value / quantum = num * 2^shift / den
+        BigInteger n2 = num << shift;
+        BigInteger q = BigInteger.DivRem(n2, den, out BigInteger r);
+        inexact = !r.IsZero;
+        bool increment = rounding switch
+        {
+            X87Rounding.NearestEven => (r << 1) > den || ((r << 1) == den && !q.IsEven),
+            X87Rounding.Down => negative && inexact,
+            X87Rounding.Up => !negative && inexact,
+            _ => false,
+        };
+        if (increment)
+        {
+            q++;
+        }
+        ulong significand = (ulong)(q << (64 - precision));
+        bool normal = (significand & Float80.IntegerBit) != 0;
+        return new Float80(negative, normal ? 1 : 0, significand);
+    }
+
+    public static Rational Canonical(Rational r)
+    {
+        if (r.Numerator.IsZero)
+        {
+            return new Rational(BigInteger.Zero, BigInteger.One);
+        }
+        BigInteger g = BigInteger.GreatestCommonDivisor(r.Numerator, r.Denominator);
+        return new Rational(r.Numerator / g, r.Denominator / g);
+    }
+
+    /// <summary>Normal extended values with exponents in [center - range, center + range].</summary>
+    public static Gen<Float80> ExtendedAround(int center, int range) =>
+        Extended(range).Select(v => new Float80(v.IsNegative, v.BiasedExponent + center, v.Significand));
 
     /// <summary>Sign of num/den - 2^e.</summary>
     private static int Compare(BigInteger num, BigInteger den, int e) =>
