@@ -599,6 +599,18 @@ public class X87UnitTests
         Assert.Equal(0x32B, h.Unit.LastOpcode);
         Assert.Equal(X87Outcome.Done, h.RunBytes("D9E1"));         // fabs
         Assert.Equal(0x1E1, h.Unit.LastOpcode);
+        // 16-bit addressing: fld qword [bx], fld qword [bp+si+4], fld qword [1234h].
+        Assert.Equal(X87Outcome.Done, h.RunBytes("67DD07"));
+        Assert.Equal(0x507, h.Unit.LastOpcode);
+        Assert.Equal(X87Outcome.Done, h.RunBytes("67DD4204"));
+        Assert.Equal(0x542, h.Unit.LastOpcode);
+        Assert.Equal(X87Outcome.Done, h.RunBytes("67DD063412"));
+        Assert.Equal(0x506, h.Unit.LastOpcode);
+        // 32-bit absolute and SIB without base: fld dword [12345678h], fstp dword [esi*4+8].
+        Assert.Equal(X87Outcome.Done, h.RunBytes("D90578563412"));
+        Assert.Equal(0x105, h.Unit.LastOpcode);
+        Assert.Equal(X87Outcome.Done, h.RunBytes("D91CB508000000"));
+        Assert.Equal(0x11C, h.Unit.LastOpcode);
     }
 
     [Fact]

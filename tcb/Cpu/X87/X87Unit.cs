@@ -314,31 +314,48 @@ public sealed partial class X87Unit
         return outcome;
     }
 
-    /// <summary>True for the mnemonics <see cref="Execute"/> accepts (every x87 instruction Iced decodes in 32-bit mode).</summary>
-    public static bool Implements(Mnemonic m) => m switch
+    /// <summary>Every mnemonic <see cref="Execute"/> accepts: the x87 instructions Iced decodes in 16/32-bit code.</summary>
+    private static readonly Mnemonic[] SupportedMnemonics =
+    [
+        Mnemonic.Wait, Mnemonic.Fneni, Mnemonic.Fndisi, Mnemonic.Fnsetpm, Mnemonic.Frstpm,
+        Mnemonic.Fninit, Mnemonic.Finit, Mnemonic.Fnclex, Mnemonic.Fclex,
+        Mnemonic.Fnstsw, Mnemonic.Fstsw, Mnemonic.Fnstcw, Mnemonic.Fstcw, Mnemonic.Fldcw,
+        Mnemonic.Fnstenv, Mnemonic.Fstenv, Mnemonic.Fldenv, Mnemonic.Fnsave, Mnemonic.Fsave, Mnemonic.Frstor,
+        Mnemonic.Fld, Mnemonic.Fild, Mnemonic.Fbld, Mnemonic.Fst, Mnemonic.Fstp, Mnemonic.Fstpnce,
+        Mnemonic.Fist, Mnemonic.Fistp, Mnemonic.Fisttp, Mnemonic.Fbstp,
+        Mnemonic.Fld1, Mnemonic.Fldz, Mnemonic.Fldpi, Mnemonic.Fldl2e, Mnemonic.Fldl2t, Mnemonic.Fldlg2, Mnemonic.Fldln2,
+        Mnemonic.Fxch, Mnemonic.Ffree, Mnemonic.Ffreep, Mnemonic.Fincstp, Mnemonic.Fdecstp, Mnemonic.Fnop,
+        Mnemonic.Fcmovb, Mnemonic.Fcmove, Mnemonic.Fcmovbe, Mnemonic.Fcmovu,
+        Mnemonic.Fcmovnb, Mnemonic.Fcmovne, Mnemonic.Fcmovnbe, Mnemonic.Fcmovnu,
+        Mnemonic.Fadd, Mnemonic.Faddp, Mnemonic.Fiadd, Mnemonic.Fsub, Mnemonic.Fsubp, Mnemonic.Fisub,
+        Mnemonic.Fsubr, Mnemonic.Fsubrp, Mnemonic.Fisubr, Mnemonic.Fmul, Mnemonic.Fmulp, Mnemonic.Fimul,
+        Mnemonic.Fdiv, Mnemonic.Fdivp, Mnemonic.Fidiv, Mnemonic.Fdivr, Mnemonic.Fdivrp, Mnemonic.Fidivr,
+        Mnemonic.Fchs, Mnemonic.Fabs, Mnemonic.Fsqrt, Mnemonic.Frndint, Mnemonic.Fscale, Mnemonic.Fxtract,
+        Mnemonic.Fprem, Mnemonic.Fprem1,
+        Mnemonic.Fcom, Mnemonic.Fcomp, Mnemonic.Fcompp, Mnemonic.Fucom, Mnemonic.Fucomp, Mnemonic.Fucompp,
+        Mnemonic.Ficom, Mnemonic.Ficomp, Mnemonic.Ftst, Mnemonic.Fcomi, Mnemonic.Fcomip, Mnemonic.Fucomi,
+        Mnemonic.Fucomip, Mnemonic.Fxam,
+        Mnemonic.Fsin, Mnemonic.Fcos, Mnemonic.Fptan, Mnemonic.Fsincos, Mnemonic.F2xm1,
+        Mnemonic.Fpatan, Mnemonic.Fyl2x, Mnemonic.Fyl2xp1,
+    ];
+
+    private static readonly bool[] SupportedTable = BuildSupportedTable();
+
+    private static bool[] BuildSupportedTable()
     {
-        Mnemonic.Wait or Mnemonic.Fisttp or Mnemonic.Fneni or Mnemonic.Fndisi or Mnemonic.Fnsetpm or Mnemonic.Frstpm
-            or Mnemonic.Fninit or Mnemonic.Finit or Mnemonic.Fnclex or Mnemonic.Fclex
-            or Mnemonic.Fnstsw or Mnemonic.Fstsw or Mnemonic.Fnstcw or Mnemonic.Fstcw or Mnemonic.Fldcw
-            or Mnemonic.Fnstenv or Mnemonic.Fstenv or Mnemonic.Fldenv or Mnemonic.Fnsave or Mnemonic.Fsave or Mnemonic.Frstor
-            or Mnemonic.Fld or Mnemonic.Fild or Mnemonic.Fbld or Mnemonic.Fst or Mnemonic.Fstp or Mnemonic.Fstpnce
-            or Mnemonic.Fist or Mnemonic.Fistp or Mnemonic.Fbstp
-            or Mnemonic.Fld1 or Mnemonic.Fldz or Mnemonic.Fldpi or Mnemonic.Fldl2e or Mnemonic.Fldl2t or Mnemonic.Fldlg2 or Mnemonic.Fldln2
-            or Mnemonic.Fxch or Mnemonic.Ffree or Mnemonic.Ffreep or Mnemonic.Fincstp or Mnemonic.Fdecstp or Mnemonic.Fnop
-            or Mnemonic.Fcmovb or Mnemonic.Fcmove or Mnemonic.Fcmovbe or Mnemonic.Fcmovu
-            or Mnemonic.Fcmovnb or Mnemonic.Fcmovne or Mnemonic.Fcmovnbe or Mnemonic.Fcmovnu
-            or Mnemonic.Fadd or Mnemonic.Faddp or Mnemonic.Fiadd or Mnemonic.Fsub or Mnemonic.Fsubp or Mnemonic.Fisub
-            or Mnemonic.Fsubr or Mnemonic.Fsubrp or Mnemonic.Fisubr or Mnemonic.Fmul or Mnemonic.Fmulp or Mnemonic.Fimul
-            or Mnemonic.Fdiv or Mnemonic.Fdivp or Mnemonic.Fidiv or Mnemonic.Fdivr or Mnemonic.Fdivrp or Mnemonic.Fidivr
-            or Mnemonic.Fchs or Mnemonic.Fabs or Mnemonic.Fsqrt or Mnemonic.Frndint or Mnemonic.Fscale or Mnemonic.Fxtract
-            or Mnemonic.Fprem or Mnemonic.Fprem1
-            or Mnemonic.Fcom or Mnemonic.Fcomp or Mnemonic.Fcompp or Mnemonic.Fucom or Mnemonic.Fucomp or Mnemonic.Fucompp
-            or Mnemonic.Ficom or Mnemonic.Ficomp or Mnemonic.Ftst or Mnemonic.Fcomi or Mnemonic.Fcomip or Mnemonic.Fucomi
-            or Mnemonic.Fucomip or Mnemonic.Fxam
-            or Mnemonic.Fsin or Mnemonic.Fcos or Mnemonic.Fptan or Mnemonic.Fsincos or Mnemonic.F2xm1
-            or Mnemonic.Fpatan or Mnemonic.Fyl2x or Mnemonic.Fyl2xp1 => true,
-        _ => false,
-    };
+        var table = new bool[Enum.GetValues<Mnemonic>().Length];
+        foreach (Mnemonic m in SupportedMnemonics)
+        {
+            table[(int)m] = true;
+        }
+        return table;
+    }
+
+    /// <summary>
+    /// True for the mnemonics <see cref="Execute"/> accepts. The CPU raises #UD for anything else
+    /// (e.g. the 287XL/Cyrix extras Iced can decode with special options).
+    /// </summary>
+    public static bool Implements(Mnemonic mnemonic) => (uint)mnemonic < (uint)SupportedTable.Length && SupportedTable[(int)mnemonic];
 
     /// <summary>The "no-wait" forms that never signal a pending exception (SDM vol.1 8.3.12, 8.7).</summary>
     private static bool IsNonWaiting(Mnemonic m) =>
