@@ -136,7 +136,7 @@ public sealed partial class X87Unit
     /// </summary>
     private void WriteEnvironment(Span<byte> image, bool realMode, bool operandSize32)
     {
-        ushort fop = (ushort)(_lastOpcode & 0x7FF);
+        ushort fop = LastOpcode;
         if (operandSize32)
         {
             WriteU32(image, 0, 0xFFFF_0000u | _control);
@@ -193,7 +193,7 @@ public sealed partial class X87Unit
                 uint w16 = ReadU32(image, 16);
                 _instructionSelector = 0;
                 _instructionOffset = ReadU16(image, 12) | (((w16 >> 12) & 0xFFFF) << 16);
-                _lastOpcode = (ushort)(w16 & 0x7FF);
+                SetLastOpcode((ushort)w16);
                 _dataSelector = 0;
                 _dataOffset = ReadU16(image, 20) | (((ReadU32(image, 24) >> 12) & 0xFFFF) << 16);
             }
@@ -201,7 +201,7 @@ public sealed partial class X87Unit
             {
                 _instructionOffset = ReadU32(image, 12);
                 _instructionSelector = ReadU16(image, 16);
-                _lastOpcode = (ushort)(ReadU16(image, 18) & 0x7FF);
+                SetLastOpcode(ReadU16(image, 18));
                 _dataOffset = ReadU32(image, 20);
                 _dataSelector = ReadU16(image, 24);
             }
@@ -216,7 +216,7 @@ public sealed partial class X87Unit
                 ushort w8 = ReadU16(image, 8);
                 _instructionSelector = 0;
                 _instructionOffset = ReadU16(image, 6) | ((uint)(w8 >> 12) << 16);
-                _lastOpcode = (ushort)(w8 & 0x7FF);
+                SetLastOpcode(w8);
                 _dataSelector = 0;
                 _dataOffset = ReadU16(image, 10) | ((uint)(ReadU16(image, 12) >> 12) << 16);
             }
@@ -224,7 +224,7 @@ public sealed partial class X87Unit
             {
                 _instructionOffset = ReadU16(image, 6);
                 _instructionSelector = ReadU16(image, 8);
-                _lastOpcode = 0;     // this layout has no opcode field
+                SetLastOpcode(0);     // this layout has no opcode field
                 _dataOffset = ReadU16(image, 10);
                 _dataSelector = ReadU16(image, 12);
             }
@@ -258,7 +258,7 @@ public sealed partial class X87Unit
         }
         image[4] = abridged;
         image[5] = 0;
-        WriteU16(image, 6, (ushort)(_lastOpcode & 0x7FF));
+        WriteU16(image, 6, LastOpcode);
         WriteU32(image, 8, _instructionOffset);
         WriteU16(image, 12, _instructionSelector);
         WriteU16(image, 14, 0);
@@ -283,7 +283,7 @@ public sealed partial class X87Unit
         SetControlWordRaw(ReadU16(image, 0));
         SetStatusWord(ReadU16(image, 2));
         _validMask = image[4];
-        _lastOpcode = (ushort)(ReadU16(image, 6) & 0x7FF);
+        SetLastOpcode(ReadU16(image, 6));
         _instructionOffset = ReadU32(image, 8);
         _instructionSelector = ReadU16(image, 12);
         _dataOffset = ReadU32(image, 16);

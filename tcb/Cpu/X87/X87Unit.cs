@@ -19,7 +19,9 @@ public sealed partial class X87Unit
     private int _top;
     private ushort _control;
     private ushort _status;                                   // TOP kept in _top, not in these bits
-    private ushort _lastOpcode;                               // 11-bit FOP
+    private ushort _lastOpcode;                               // 11-bit FOP, unless _lastOpcodePending
+    private Instruction _lastInstruction;                     // FOP is derived from it only when read
+    private bool _lastOpcodePending;
     private ushort _instructionSelector;
     private uint _instructionOffset;
     private ushort _dataSelector;
@@ -47,7 +49,7 @@ public sealed partial class X87Unit
         _status = 0;
         _top = 0;
         _validMask = 0;
-        _lastOpcode = 0;
+        SetLastOpcode(0);
         _instructionSelector = 0;
         _instructionOffset = 0;
         _dataSelector = 0;
@@ -79,7 +81,25 @@ public sealed partial class X87Unit
         }
     }
 
-    public ushort LastOpcode => _lastOpcode;
+    /// <summary>The 11-bit FOP of the last non-control instruction (rebuilt lazily: few guests ever read it).</summary>
+    public ushort LastOpcode
+    {
+        get
+        {
+            if (_lastOpcodePending)
+            {
+                _lastOpcode = X87Opcode.Compute(_lastInstruction);
+                _lastOpcodePending = false;
+            }
+            return _lastOpcode;
+        }
+    }
+
+    private void SetLastOpcode(ushort fop)
+    {
+        _lastOpcode = (ushort)(fop & 0x7FF);
+        _lastOpcodePending = false;
+    }
     public ushort InstructionSelector => _instructionSelector;
     public uint InstructionOffset => _instructionOffset;
     public ushort DataSelector => _dataSelector;
@@ -370,7 +390,8 @@ public sealed partial class X87Unit
     {
         _instructionSelector = ctx.Cs;
         _instructionOffset = ctx.Eip;
-        _lastOpcode = X87Opcode.Compute(insn);
+        _lastInstruction = insn;
+        _lastOpcodePending = true;
         if (insn.OpCount > 0 && insn.Op0Kind == OpKind.Memory)
         {
             _dataSelector = ctx.DataSelector;
