@@ -28,6 +28,9 @@ public static class X87Bench
             values[i] = Float80.FromDouble((random.NextDouble() + 0.5) * Math.Pow(2, random.Next(-60, 60)));
         }
         Console.WriteLine("x87 arithmetic core (extended precision, round to nearest):");
+        // Baseline through the same harness (host double add), so figures taken on a loaded machine can be compared.
+        Measure("baseline", values, static (Float80 a, Float80 b, ref X87Arithmetic e) =>
+            new Float80(a.SignExponent, (ulong)BitConverter.DoubleToInt64Bits(BitConverter.Int64BitsToDouble((long)a.Significand) + BitConverter.Int64BitsToDouble((long)b.Significand))));
         Measure("add", values, static (Float80 a, Float80 b, ref X87Arithmetic e) => ExtendedArithmetic.Add(a, b, ref e));
         Measure("multiply", values, static (Float80 a, Float80 b, ref X87Arithmetic e) => ExtendedArithmetic.Multiply(a, b, ref e));
         Measure("divide", values, static (Float80 a, Float80 b, ref X87Arithmetic e) => ExtendedArithmetic.Divide(a, b, ref e));
@@ -49,7 +52,11 @@ public static class X87Bench
         BitConverter.TryWriteBytes(memory.Bytes, 1.5);
         var ctx = new X87CpuContext { OperandSize32 = true };
         const int rounds = 200_000;
-        RunLoop(unit, memory, ref ctx, body, 10_000);
+        var warm = Stopwatch.StartNew();
+        while (warm.ElapsedMilliseconds < 500)
+        {
+            RunLoop(unit, memory, ref ctx, body, 1_000);
+        }
         long allocated = GC.GetAllocatedBytesForCurrentThread();
         var sw = Stopwatch.StartNew();
         RunLoop(unit, memory, ref ctx, body, rounds);
@@ -80,7 +87,9 @@ public static class X87Bench
         const int n = 2_000_000;
         var env = new X87Arithmetic(X87Control.Default);
         Float80 sink = default;
-        for (int i = 0; i < 100_000; i++)
+        // Warm up long enough for tiered compilation to reach optimised code (its delay is ~100 ms).
+        var warm = Stopwatch.StartNew();
+        for (int i = 0; warm.ElapsedMilliseconds < 500; i++)
         {
             sink = op(values[i & 1023], values[(i * 7 + 3) & 1023], ref env);
         }

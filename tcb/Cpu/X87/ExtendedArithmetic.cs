@@ -546,7 +546,10 @@ public static class ExtendedArithmetic
         {
             r = 1;
         }
-        UInt128 newton = ((UInt128)r + n / r) >> 1;
+        // One Newton step r' = (r + n/r) / 2; n/r fits 64 bits whenever the high half of n is below r.
+        ulong high = (ulong)(n >> 64);
+        UInt128 quotient = high < r && r >= 1UL << 63 ? DivideNormalized(high, (ulong)n, r, out _) : n / r;
+        UInt128 newton = ((UInt128)r + quotient) >> 1;
         r = newton > ulong.MaxValue ? ulong.MaxValue : (ulong)newton;
         while ((UInt128)r * r > n)
         {
