@@ -33,8 +33,10 @@ public sealed partial class X87Unit
     }
 
     /// <summary>
-    /// Power-on state: the FNINIT state (SDM vol.1 8.1.5 and table 9-1 "x87 FPU state following
-    /// power-up/reset/INIT": FCW 037FH, FSW 0, FTW all empty, pointers 0) with registers cleared.
+    /// Power-on state, as the VMM defines it: the FNINIT state (SDM vol.1 8.1.5, 8.1.7: FCW 037FH,
+    /// FSW 0, FTW all empty, pointers 0) with the data registers cleared. Hardware RESET leaves
+    /// FCW 0040H and tags 5555H instead (SDM vol.3A table 9-1), but firmware and every OS execute
+    /// FNINIT before using the FPU, so starting from the FNINIT state is indistinguishable to them.
     /// </summary>
     public void Reset()
     {
@@ -100,6 +102,7 @@ public sealed partial class X87Unit
         _lastOpcode = (ushort)(fop & 0x7FF);
         _lastOpcodePending = false;
     }
+
     public ushort InstructionSelector => _instructionSelector;
     public uint InstructionOffset => _instructionOffset;
     public ushort DataSelector => _dataSelector;
@@ -150,6 +153,8 @@ public sealed partial class X87Unit
         {
             // Control (SDM vol.1 8.3.12): these do not update the instruction/data pointers.
             case Mnemonic.Wait:
+                // FWAIT only checks for a pending exception, done above.
+                return X87Outcome.Done;
             case Mnemonic.Fneni:
             case Mnemonic.Fndisi:
             case Mnemonic.Fnsetpm:
