@@ -9,7 +9,7 @@ if (args.Length > 0 && args[0] == "tcb-size")
 }
 if (args.Length > 0 && args[0] == "x87")
 {
-    return X87Bench.Run();
+    return X87Bench.Run(args[1..]);
 }
 BenchmarkSwitcher.FromAssembly(typeof(TcbSize).Assembly).Run(args);
 return 0;

@@ -19,7 +19,7 @@ public static class X87Bench
         public bool Write(int offset, ReadOnlySpan<byte> src) { src.CopyTo(Bytes.AsSpan(offset)); return true; }
     }
 
-    public static int Run()
+    public static int Run(string[] args)
     {
         var random = new Random(1);
         var values = new Float80[1024];
