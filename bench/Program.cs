@@ -19,5 +19,9 @@ if (args.Length == 0 || args[0] is "-h" or "--help")
     Console.WriteLine($"benchmarks: {string.Join(", ", benchmarks.Keys)} (or BenchmarkDotNet options)");
     return 0;
 }
+if (args.Length > 0 && args[0] == "x87")
+{
+    return X87Bench.Run(args[1..]);
+}
 BenchmarkSwitcher.FromAssembly(typeof(TcbSize).Assembly).Run(args);
 return 0;
