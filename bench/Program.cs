@@ -9,6 +9,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.Ordi
     ["audit"] = AuditBench.Run,
     ["cpu"] = CpuBench.Run,
     ["devices"] = DeviceBench.Run,
+    ["x87"] = X87Bench.Run,
 };
 if (args.Length > 0 && benchmarks.TryGetValue(args[0], out var run))
 {
@@ -18,10 +19,6 @@ if (args.Length == 0 || args[0] is "-h" or "--help")
 {
     Console.WriteLine($"benchmarks: {string.Join(", ", benchmarks.Keys)} (or BenchmarkDotNet options)");
     return 0;
-}
-if (args.Length > 0 && args[0] == "x87")
-{
-    return X87Bench.Run(args[1..]);
 }
 BenchmarkSwitcher.FromAssembly(typeof(TcbSize).Assembly).Run(args);
 return 0;

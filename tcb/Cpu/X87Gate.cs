@@ -20,8 +20,10 @@ public sealed partial class Cpu
         foreach (var code in Enum.GetValues<Code>())
         {
             var info = code.ToOpCode();
+            // Register forms carry their ModRM byte in the opcode (D8C0 ...): take the escape byte.
+            uint escape = info.OpCodeLength == 2 ? info.OpCode >> 8 : info.OpCode;
             if (info.Encoding == EncodingKind.Legacy && info.Table == OpCodeTableKind.Normal
-                && info.OpCode >= 0xD8 && info.OpCode <= 0xDF && (info.Mode16 || info.Mode32))
+                && escape >= 0xD8 && escape <= 0xDF && (info.Mode16 || info.Mode32))
             {
                 On(code, (c, ref d) => X87Escape(c, ref d));
             }
