@@ -15,6 +15,12 @@ public sealed partial class Cpu
         On(Mnemonic.Btc, (c, ref d) => BitOp(c, ref d), BitComplement);
         On(Mnemonic.Bsf, (c, ref d) => Bsf(c, ref d));
         On(Mnemonic.Bsr, (c, ref d) => Bsr(c, ref d));
+        // F3 0F BC / F3 0F BD decode as TZCNT / LZCNT, but on a processor without BMI1/ABM (this
+        // one: CPUID advertises neither) the F3 prefix is ignored and they execute as BSF / BSR
+        // (SDM vol. 2, TZCNT and LZCNT: "on processors that do not support ... executes as BSF/BSR").
+        // Linux's find_first_bit relies on exactly this.
+        On(Mnemonic.Tzcnt, (c, ref d) => Bsf(c, ref d));
+        On(Mnemonic.Lzcnt, (c, ref d) => Bsr(c, ref d));
         On(Mnemonic.Bswap, (c, ref d) => c.WriteReg(d.Reg0, System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(c.ReadReg(d.Reg0))));
         foreach (var code in Enum.GetValues<Code>())
         {
