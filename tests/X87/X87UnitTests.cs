@@ -902,3 +902,69 @@ public class X87UnitTests
         Assert.Equal(Float80.One.Negate(), h.St(0));
     }
 }
+
+public class X87NaNAndStackEdgeTests
+{
+    [Fact]
+    public void MemorySignalingNaNOperandLosesToTheQuietNaNInTheStack()
+    {
+        var h = new X87Harness();
+        var quiet = new Float80(0x7FFF, 0xC000_0000_0000_0001UL);    // small significand
+        h.Push(quiet);
+        BinaryPrimitives.WriteUInt64LittleEndian(h.Memory.Bytes, 0x7FF7_FFFF_FFFF_FFFFUL);   // SNaN, large significand
+        h.Ok(a => a.fadd(__qword_ptr[eax]));
+        Assert.Equal(quiet, h.St(0));                                 // SDM vol.1 table 4-7: the QNaN operand
+        Assert.True(h.Flag(X87Status.InvalidOperation));
+        // FLD of the same SNaN quiets it.
+        h.Ok(a => a.fld(__qword_ptr[eax]));
+        Assert.Equal(new Float80(0x7FFF, 0xFFFF_FFFF_FFFF_F800UL), h.St(0));
+    }
+
+    [Fact]
+    public void MaskedStackUnderflowResponses()
+    {
+        var h = new X87Harness();
+        h.Ok(a => a.fld1());
+        h.Ok(a => a.fcom(st0, st3));                     // ST3 empty
+        Assert.Equal("111", h.Codes);
+        Assert.True(h.Flag(X87Status.StackFault));
+        h.Ok(a => a.fnclex());
+        h.Ok(a => a.fxch(st0, st2));                     // empty ST2 becomes the indefinite, then exchanged
+        Assert.Equal(Float80.Indefinite, h.St(0));
+        Assert.Equal(Float80.One, h.St(2));
+        h.Ok(a => a.fninit());
+        h.Ok(a => a.fld(st5));                           // FLD ST(i) of an empty register pushes the indefinite
+        Assert.Equal(Float80.Indefinite, h.St(0));
+        Assert.Equal(7, h.Unit.Top);
+        h.Ok(a => a.fninit());
+        h.Ok(a => a.fsqrt());
+        Assert.Equal(Float80.Indefinite, h.St(0));
+        Assert.True(h.Flag(X87Status.InvalidOperation) && h.Flag(X87Status.StackFault) && !h.Flag(X87Status.C1));
+        h.Context.Eflags = 0x45;
+        h.Ok(a => a.fninit());
+        h.Ok(a => a.fucomip(st0, st1));
+        Assert.Equal(0x45u, h.Context.Eflags);
+        Assert.True(h.Flag(X87Status.StackFault));
+    }
+
+    [Fact]
+    public void SixteenBitProtectedModeEnvironmentLayout()
+    {
+        var h = new X87Harness();
+        h.Context.OperandSize32 = false;
+        h.Context.Cs = 0x1B;
+        h.Context.Eip = 0x12345;
+        h.Context.DataSelector = 0x23;
+        h.Context.DataOffset = 0x6789A;
+        h.PushDouble(2.0);
+        Assert.Equal(X87Outcome.Done, h.RunBytes("66D930"));   // fnstenv m14 [eax]
+        byte[] m = h.Memory.Bytes;
+        Assert.Equal(0x037F, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(0)));
+        Assert.Equal(0x3800, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(2)));
+        Assert.Equal(0x3FFF, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(4)));
+        Assert.Equal(0x2345, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(6)));   // IP offset (low 16 bits)
+        Assert.Equal(0x1B, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(8)));
+        Assert.Equal(0x789A, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(10)));
+        Assert.Equal(0x23, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(12)));
+    }
+}
