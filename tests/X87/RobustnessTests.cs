@@ -30,7 +30,8 @@ public class RobustnessTests
                   from control in Gen.Choose(0, 0xFFFF)
                   from realMode in Gen.Elements(false, true)
                   from size32 in Gen.Elements(false, true)
-                  select (program, memory, control, realMode, size32);
+                  from bitness in Gen.Elements(16, 32)
+                  select (program, memory, control, realMode, size32, bitness);
         Check.One(Config.QuickThrowOnFailure.WithMaxTest(3000), Prop.ForAll(Arb.From(gen), t =>
         {
             var h = new X87Harness();
@@ -38,7 +39,7 @@ public class RobustnessTests
             h.Context.OperandSize32 = t.size32;
             t.memory.CopyTo(h.Memory.Bytes, 0);
             BitConverter.TryWriteBytes(h.Memory.Bytes.AsSpan(120), (ushort)t.control);
-            var decoder = Iced.Intel.Decoder.Create(32, new ByteArrayCodeReader(t.program));
+            var decoder = Iced.Intel.Decoder.Create(t.bitness, new ByteArrayCodeReader(t.program));
             while (decoder.IP < (ulong)t.program.Length)
             {
                 decoder.Decode(out Instruction insn);
