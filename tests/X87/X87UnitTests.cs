@@ -1,6 +1,8 @@
 using Xunit;
 using System.Buffers.Binary;
 using Iced.Intel;
+using FsCheck;
+using FsCheck.Fluent;
 using SecureVmm.Tcb.Cpu.X87;
 using static Iced.Intel.AssemblerRegisters;
 
@@ -967,4 +969,58 @@ public class X87NaNAndStackEdgeTests
         Assert.Equal(0x789A, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(10)));
         Assert.Equal(0x23, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(12)));
     }
+}
+
+public class ExtendedTrigonometryTests
+{
+    private static double ToDouble(Float80 v)
+    {
+        var env = new X87Arithmetic(X87Control.Default);
+        return BitConverter.UInt64BitsToDouble(MemoryFormats.ToDoubleBits(v, ref env));
+    }
+
+    [Fact]
+    public void SineOfTheExtendedPiIsTheTinyDifferenceToTruePi()
+    {
+        // FLDPI = C90FDAA22168C235 * 2^-62 exceeds pi by 5.0165576126683320...e-20, so sin is minus that.
+        var h = new X87Harness();
+        h.Ok(a => a.fldpi());
+        h.Ok(a => a.fsincos());
+        Assert.Equal(Float80.One.Negate(), h.St(0));                       // cos(pi) rounds to -1
+        double sin = ToDouble(h.St(1));
+        Assert.True(Math.Abs(sin - -5.016557612668332e-20) <= 1e-34, $"sin(pi) = {sin:R}");
+        h.Ok(a => a.fldpi());
+        h.Ok(a => a.fld1());
+        h.Ok(a => a.fadd(st0, st0));
+        h.Ok(a => a.fdivp(st1, st0));                                     // pi/2
+        h.Ok(a => a.fsin());
+        Assert.Equal(Float80.One, h.St(0));
+    }
+
+    [Fact]
+    public void SineAndCosineAgreeWithTheHostToOneDoubleUlpAndWithEachOther()
+    {
+        var doubles = from negative in Gen.Elements(false, true)
+                      from exponent in Gen.Choose(1023 - 40, 1023 + 62)
+                      from hi in Gen.Choose(0, (1 << 26) - 1)
+                      from lo in Gen.Choose(0, (1 << 26) - 1)
+                      select BitConverter.Int64BitsToDouble((negative ? long.MinValue : 0) | ((long)exponent << 52) | ((long)hi << 26) | (uint)lo);
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(5000), Prop.ForAll(Arb.From(doubles), x =>
+        {
+            var h = new X87Harness();
+            h.PushDouble(x);
+            h.Ok(a => a.fsincos());
+            double cos = ToDouble(h.St(0)), sin = ToDouble(h.St(1));
+            bool close = WithinOneUlp(Math.Sin(x), sin) && WithinOneUlp(Math.Cos(x), cos);
+            // sin^2 + cos^2 = 1 in extended precision (to about 2^-61).
+            var env = new X87Arithmetic(X87Control.Default);
+            Float80 s2 = ExtendedArithmetic.Multiply(h.St(1), h.St(1), ref env);
+            Float80 c2 = ExtendedArithmetic.Multiply(h.St(0), h.St(0), ref env);
+            Float80 error = ExtendedArithmetic.Subtract(ExtendedArithmetic.Add(s2, c2, ref env), Float80.One, ref env);
+            return close && (error.IsZero || error.BiasedExponent < Float80.ExponentBias - 60);
+        }));
+    }
+
+    private static bool WithinOneUlp(double expected, double actual) =>
+        expected == actual || Math.BitIncrement(expected) == actual || Math.BitDecrement(expected) == actual;
 }

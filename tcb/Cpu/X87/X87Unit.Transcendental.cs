@@ -3,10 +3,11 @@ using Iced.Intel;
 namespace SecureVmm.Tcb.Cpu.X87;
 
 // Transcendental instructions (SDM vol.1 8.3.9-8.3.10; vol.2A FSIN, FCOS, FSINCOS, FPTAN, FPATAN,
-// F2XM1, FYL2X, FYL2XP1). The special-value tables and exceptions follow the SDM exactly; the
-// finite results are computed with the host's double-precision library (about 1 ulp of a
-// 53-bit significand) rather than to the 64-bit accuracy of real hardware. Results are not
-// affected by precision control, as on hardware.
+// F2XM1, FYL2X, FYL2XP1). The special-value tables and exceptions follow the SDM exactly.
+// FSIN/FCOS/FSINCOS/FPTAN are computed in extended precision (ExtendedTrigonometry); the finite
+// results of F2XM1, FYL2X, FYL2XP1 and FPATAN come from the host's double-precision library
+// (about 1 ulp of a 53-bit significand) rather than the 64-bit accuracy of real hardware.
+// Results are not affected by precision control, as on hardware.
 public sealed partial class X87Unit
 {
     /// <summary>FSIN/FCOS/FSINCOS/FPTAN only accept |x| &lt; 2^63; otherwise C2 = 1 and ST(0) is unchanged.</summary>
@@ -120,25 +121,28 @@ public sealed partial class X87Unit
             second = Float80.One;
             return;
         }
-        double v = ToDouble(x);
+        if (m == Mnemonic.F2xm1)
+        {
+            first = Float80.FromDouble(ExpMinusOne(ToDouble(x) * Math.Log(2)));
+            return;
+        }
+        ExtendedTrigonometry.SinCos(x, out Float80 sin, out Float80 cos);
         switch (m)
         {
             case Mnemonic.Fsin:
-                first = Float80.FromDouble(Math.Sin(v));
+                first = sin;
                 break;
             case Mnemonic.Fcos:
-                first = Float80.FromDouble(Math.Cos(v));
+                first = cos;
                 break;
             case Mnemonic.Fptan:
-                first = Float80.FromDouble(Math.Tan(v));
+                var scratch = new X87Arithmetic(X87Control.Default);
+                first = ExtendedArithmetic.Divide(sin, cos, ref scratch);
                 second = Float80.One;
                 break;
-            case Mnemonic.Fsincos:
-                first = Float80.FromDouble(Math.Sin(v));
-                second = Float80.FromDouble(Math.Cos(v));
-                break;
             default:
-                first = Float80.FromDouble(ExpMinusOne(v * Math.Log(2)));
+                first = sin;
+                second = cos;
                 break;
         }
     }
