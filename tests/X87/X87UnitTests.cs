@@ -1024,3 +1024,102 @@ public class ExtendedTrigonometryTests
     private static bool WithinOneUlp(double expected, double actual) =>
         expected == actual || Math.BitIncrement(expected) == actual || Math.BitDecrement(expected) == actual;
 }
+
+public class ExtendedLogarithmTests
+{
+    /// <summary>|a - b| in units of the last place of b's 64-bit significand.</summary>
+    private static double UlpDistance(Float80 a, Float80 b)
+    {
+        var env = new X87Arithmetic(X87Control.Default);
+        Float80 difference = ExtendedArithmetic.Subtract(a, b, ref env).Abs();
+        if (difference.IsZero)
+        {
+            return 0;
+        }
+        return Math.Pow(2, (difference.BiasedExponent - b.BiasedExponent) + 63) * (difference.Significand / Math.Pow(2, 63));
+    }
+
+    private static Float80 RunBinary(double y, Float80 x, Action<Iced.Intel.Assembler> op)
+    {
+        var h = new X87Harness();
+        h.PushDouble(y);
+        h.Push(x);
+        h.Ok(op);
+        Assert.Equal(7, h.Unit.Top);
+        return h.St(0);
+    }
+
+    [Fact]
+    public void Fyl2xIsExtendedPrecision()
+    {
+        // log2(10) against FLDL2T (the correctly rounded constant), log2(e) against FLDL2E.
+        Float80 l2t = new(0x4000, 0xD49A_784B_CD1B_8AFEUL);
+        Float80 l2e = new(0x3FFF, 0xB8AA_3B29_5C17_F0BCUL);
+        Float80 e = new(0x4000, 0xADF8_5458_A2BB_4A9AUL);                 // e rounded to 64 bits
+        Assert.True(UlpDistance(RunBinary(1, Float80.FromDouble(10), a => a.fyl2x()), l2t) <= 2);
+        Assert.True(UlpDistance(RunBinary(1, e, a => a.fyl2x()), l2e) <= 3);
+        // Powers of two are exact, with no PE.
+        var h = new X87Harness();
+        h.PushDouble(-3);
+        h.PushDouble(1.0 / 1024);
+        h.Ok(a => a.fyl2x());
+        Assert.Equal(Float80.FromDouble(30), h.St(0));
+        Assert.False(h.Flag(X87Status.Precision));
+    }
+
+    [Fact]
+    public void F2xm1AndFyl2xp1AreExtendedPrecision()
+    {
+        // 2^0.5 - 1 + 1 = sqrt(2); 2^1 - 1 = 1; 2^-1 - 1 = -1/2.
+        var env = new X87Arithmetic(X87Control.Default);
+        Float80 sqrt2 = ExtendedArithmetic.SquareRoot(Float80.FromDouble(2), ref env);
+        var h = new X87Harness();
+        h.PushDouble(0.5);
+        h.Ok(a => a.f2xm1());
+        h.Ok(a => a.fld1());
+        h.Ok(a => a.faddp(st1, st0));
+        Assert.True(UlpDistance(h.St(0), sqrt2) <= 2);
+        h.PushDouble(1);
+        h.Ok(a => a.f2xm1());
+        Assert.True(UlpDistance(h.St(0), Float80.One) <= 2);
+        h.PushDouble(-1);
+        h.Ok(a => a.f2xm1());
+        Assert.True(UlpDistance(h.St(0), Float80.FromDouble(-0.5)) <= 2);
+        // log2(1 + (sqrt(2) - 1)) = 1/2.
+        Float80 x = ExtendedArithmetic.Subtract(sqrt2, Float80.One, ref env);
+        Assert.True(UlpDistance(RunBinary(1, x, a => a.fyl2xp1()), Float80.FromDouble(0.5)) <= 3);
+    }
+
+    [Fact]
+    public void LogAndExpAgreeWithTheHostToOneDoubleUlp()
+    {
+        var unit = from bits in Gen.Choose(0, int.MaxValue)
+                   from sign in Gen.Elements(1.0, -1.0)
+                   select sign * (bits / (double)int.MaxValue);
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(3000), Prop.ForAll(Arb.From(unit), v =>
+        {
+            if (v == 0)
+            {
+                return true;
+            }
+            var h = new X87Harness();
+            h.PushDouble(v);
+            h.Ok(a => a.f2xm1());
+            double exp = h.PopDouble();
+            h.PushDouble(1);
+            h.PushDouble(Math.Abs(v) * 1000);
+            h.Ok(a => a.fyl2x());
+            double log = h.PopDouble();
+            h.PushDouble(1);
+            h.PushDouble(v * 0.29);
+            h.Ok(a => a.fyl2xp1());
+            double log1p = h.PopDouble();
+            // The host references carry their own rounding: Pow(2, v) - 1 an absolute ~2^-52,
+            // Log2 about an ulp; log1p is referenced through atanh to avoid cancellation.
+            double w = v * 0.29;
+            return Math.Abs(exp - (Math.Pow(2, v) - 1)) <= 5e-16
+                && Math.Abs(log - Math.Log2(Math.Abs(v) * 1000)) <= 4.5e-16 * Math.Abs(log)
+                && Math.Abs(log1p - 2 * Math.Atanh(w / (2 + w)) / Math.Log(2)) <= 1e-15 * Math.Abs(log1p);
+        }));
+    }
+}

@@ -23,7 +23,7 @@ internal static class ExtendedTrigonometry
     private static readonly UInt128 HalfPi = new(0x6487_ED51_10B4_611A, 0x6263_3145_C06E_0E68);
 
     /// <summary>1/n! for n = 0..23, computed once in extended precision.</summary>
-    private static readonly Float80[] InverseFactorials = BuildInverseFactorials();
+    internal static readonly Float80[] InverseFactorials = BuildInverseFactorials();
 
     private static Float80[] BuildInverseFactorials()
     {

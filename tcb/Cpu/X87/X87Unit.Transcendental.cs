@@ -4,9 +4,9 @@ namespace SecureVmm.Tcb.Cpu.X87;
 
 // Transcendental instructions (SDM vol.1 8.3.9-8.3.10; vol.2A FSIN, FCOS, FSINCOS, FPTAN, FPATAN,
 // F2XM1, FYL2X, FYL2XP1). The special-value tables and exceptions follow the SDM exactly.
-// FSIN/FCOS/FSINCOS/FPTAN are computed in extended precision (ExtendedTrigonometry); the finite
-// results of F2XM1, FYL2X, FYL2XP1 and FPATAN come from the host's double-precision library
-// (about 1 ulp of a 53-bit significand) rather than the 64-bit accuracy of real hardware.
+// FSIN/FCOS/FSINCOS/FPTAN (ExtendedTrigonometry) and F2XM1/FYL2X/FYL2XP1 (ExtendedLogarithm) are
+// computed in extended precision; FPATAN's finite results come from the host's double-precision
+// atan2 (about 1 ulp of a 53-bit significand) rather than the 64-bit accuracy of real hardware.
 // Results are not affected by precision control, as on hardware.
 public sealed partial class X87Unit
 {
@@ -123,7 +123,10 @@ public sealed partial class X87Unit
         }
         if (m == Mnemonic.F2xm1)
         {
-            first = Float80.FromDouble(ExpMinusOne(ToDouble(x) * Math.Log(2)));
+            // The SDM defines F2XM1 for -1 <= x <= +1; outside it the result is "undefined" and the double path is used.
+            first = exponent <= 0
+                ? ExtendedLogarithm.TwoToXMinusOne(x)
+                : Float80.FromDouble(ExpMinusOne(ToDouble(x) * Math.Log(2)));
             return;
         }
         ExtendedTrigonometry.SinCos(x, out Float80 sin, out Float80 cos);
@@ -157,9 +160,6 @@ public sealed partial class X87Unit
         double t = Math.Tanh(z / 2);
         return 2 * t / (1 - t);
     }
-
-    /// <summary>ln(1 + x) without cancellation near 0: 2 atanh(x / (2 + x)).</summary>
-    private static double LogOnePlus(double x) => 2 * Math.Atanh(x / (2 + x));
 
     /// <summary>Nearest double (the extended exponent range is clamped by the double's).</summary>
     private static double ToDouble(Float80 x)
@@ -290,11 +290,8 @@ public sealed partial class X87Unit
             }
             else
             {
-                int e = ExtendedArithmetic.Normalize(x, out ulong s);
-                double fraction = s * Math.Pow(2, -63);                 // [1, 2)
-                double value = e == -1 ? Math.Log2(fraction / 2) : e + Math.Log2(fraction);
-                log = Float80.FromDouble(value);
-                if (!log.IsZero)
+                log = ExtendedLogarithm.Log2(x, out bool exact);
+                if (!exact)
                 {
                     env.Flags |= X87Status.Precision;
                 }
@@ -317,10 +314,17 @@ public sealed partial class X87Unit
                 Float80 log2e = new(0x3FFF, 0xB8AA_3B29_5C17_F0BCUL);
                 log = ExtendedArithmetic.Multiply(x, log2e, ref env);
             }
+            else if (ExtendedArithmetic.Normalize(x, out _) < -1)
+            {
+                log = ExtendedLogarithm.Log2OnePlus(x);                // |x| < 1/2, covering FYL2XP1's range
+                env.Flags |= X87Status.Precision;
+            }
             else
             {
-                double v = ToDouble(x);
-                log = Float80.FromDouble(v == -1 ? double.NegativeInfinity : LogOnePlus(v) / Math.Log(2));
+                // Outside the architectural range |x| < 1 - sqrt(2)/2 ("undefined"): log2 of the rounded 1 + x.
+                var scratch = new X87Arithmetic(X87Control.Default);
+                Float80 onePlus = ExtendedArithmetic.Add(Float80.One, x, ref scratch);
+                log = onePlus.IsZero ? Float80.NegativeInfinity : ExtendedLogarithm.Log2(onePlus, out _);
                 env.Flags |= X87Status.Precision;
             }
         }
