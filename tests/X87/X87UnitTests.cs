@@ -1123,3 +1123,49 @@ public class ExtendedLogarithmTests
         }));
     }
 }
+
+public class ExtendedArcTangentTests
+{
+    private static readonly Float80 Pi = new(0x4000, 0xC90F_DAA2_2168_C235UL);
+
+    private static Float80 Fpatan(Float80 y, Float80 x)
+    {
+        var h = new X87Harness();
+        h.Push(y);
+        h.Push(x);
+        h.Ok(a => a.fpatan());
+        return h.St(0);
+    }
+
+    [Fact]
+    public void SpecialOperandsGiveExtendedMultiplesOfPi()
+    {
+        Assert.Equal(Pi, Fpatan(Float80.PositiveZero, Float80.One.Negate()));
+        Assert.Equal(Pi.Negate(), Fpatan(Float80.NegativeZero, Float80.NegativeZero));
+        Assert.Equal(new Float80(0x3FFF, Pi.Significand), Fpatan(Float80.One, Float80.PositiveZero));
+        Assert.Equal(new Float80(0xC000, 0x96CB_E3F9_990E_91A8UL), Fpatan(Float80.NegativeInfinity, Float80.NegativeInfinity));
+        Assert.Equal(Float80.NegativeZero, Fpatan(Float80.NegativeZero, Float80.One));
+        Float80 quarter = Fpatan(Float80.One, Float80.One);
+        Assert.True(quarter.BiasedExponent == 0x3FFE && Math.Abs((long)(quarter.Significand - Pi.Significand)) <= 2, quarter.ToString());
+        Float80 threeQuarters = Fpatan(Float80.One, Float80.One.Negate());
+        Assert.True(threeQuarters.BiasedExponent == 0x4000 && Math.Abs((long)(threeQuarters.Significand - 0x96CB_E3F9_990E_91A8UL)) <= 2, threeQuarters.ToString());
+    }
+
+    [Fact]
+    public void AgreesWithHostAtan2ToOneDoubleUlp()
+    {
+        var values = from negative in Gen.Elements(false, true)
+                     from exponent in Gen.Choose(1023 - 30, 1023 + 30)
+                     from hi in Gen.Choose(0, (1 << 26) - 1)
+                     from lo in Gen.Choose(0, (1 << 26) - 1)
+                     select BitConverter.Int64BitsToDouble((negative ? long.MinValue : 0) | ((long)exponent << 52) | ((long)hi << 26) | (uint)lo);
+        var pairs = from y in values from x in values select (y, x);
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(3000), Prop.ForAll(Arb.From(pairs), t =>
+        {
+            var env = new X87Arithmetic(X87Control.Default);
+            double actual = BitConverter.UInt64BitsToDouble(MemoryFormats.ToDoubleBits(Fpatan(Float80.FromDouble(t.y), Float80.FromDouble(t.x)), ref env));
+            double expected = Math.Atan2(t.y, t.x);
+            return actual == expected || Math.BitIncrement(expected) == actual || Math.BitDecrement(expected) == actual;
+        }));
+    }
+}

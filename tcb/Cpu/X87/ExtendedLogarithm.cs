@@ -84,6 +84,71 @@ internal static class ExtendedLogarithm
         return ExtendedArithmetic.Multiply(TwoAtanh(s, ref env), Log2E, ref env);
     }
 
+    private static readonly Float80 Pi = new(0x4000, 0xC90F_DAA2_2168_C235UL);
+    private static readonly Float80 HalfPi = new(0x3FFF, 0xC90F_DAA2_2168_C235UL);
+    private static readonly Float80 QuarterPi = new(0x3FFE, 0xC90F_DAA2_2168_C235UL);
+    private static readonly Float80 ThreeQuarterPi = new(0x4000, 0x96CB_E3F9_990E_91A8UL);
+
+    /// <summary>
+    /// atan2(y, x) for FPATAN (SDM vol.2A FPATAN table), for non-NaN operands. The quadrant is
+    /// folded so that the series argument t = min(|y|,|x|)/max(|y|,|x|) ≤ 1, then halved twice with
+    /// atan t = 2·atan(t / (1 + √(1 + t²))) to |t| ≤ 0.2 before the odd power series.
+    /// </summary>
+    public static Float80 ArcTangent2(Float80 y, Float80 x)
+    {
+        bool negative = y.IsNegative;
+        Float80 ay = y.Abs(), ax = x.Abs();
+        if (y.IsInfinity || x.IsInfinity || y.IsZero || x.IsZero)
+        {
+            Float80 angle =
+                y.IsZero ? (x.IsNegative ? Pi : Float80.PositiveZero)
+                : x.IsZero ? HalfPi
+                : y.IsInfinity && x.IsInfinity ? (x.IsNegative ? ThreeQuarterPi : QuarterPi)
+                : y.IsInfinity ? HalfPi
+                : (x.IsNegative ? Pi : Float80.PositiveZero);
+            return angle.WithSign(negative);
+        }
+        var env = new X87Arithmetic(X87Control.Default);
+        bool swapped = ExtendedArithmetic.Compare(ay, ax, true, ref env) == X87Comparison.Greater;
+        Float80 t = swapped ? ExtendedArithmetic.Divide(ax, ay, ref env) : ExtendedArithmetic.Divide(ay, ax, ref env);
+        Float80 a = ArcTangentUnit(t, ref env);
+        if (swapped)
+        {
+            a = ExtendedArithmetic.Subtract(HalfPi, a, ref env);
+        }
+        if (x.IsNegative)
+        {
+            a = ExtendedArithmetic.Subtract(Pi, a, ref env);
+        }
+        return a.WithSign(negative);
+    }
+
+    /// <summary>atan t for 0 ≤ t ≤ 1.</summary>
+    private static Float80 ArcTangentUnit(Float80 t, ref X87Arithmetic env)
+    {
+        if (t.IsZero)
+        {
+            return t;
+        }
+        const int halvings = 2;
+        for (int i = 0; i < halvings; i++)
+        {
+            Float80 root = ExtendedArithmetic.SquareRoot(
+                ExtendedArithmetic.Add(Float80.One, ExtendedArithmetic.Multiply(t, t, ref env), ref env), ref env);
+            t = ExtendedArithmetic.Divide(t, ExtendedArithmetic.Add(Float80.One, root, ref env), ref env);
+        }
+        // atan t = t − t³/3 + t⁵/5 − ...: the atanh series with alternating signs.
+        Float80 z = ExtendedArithmetic.Multiply(t, t, ref env);
+        Float80 sum = AtanhTerms % 2 == 0 ? OddReciprocals[AtanhTerms] : OddReciprocals[AtanhTerms].Negate();
+        for (int k = AtanhTerms - 1; k >= 1; k--)
+        {
+            Float80 coefficient = k % 2 == 0 ? OddReciprocals[k] : OddReciprocals[k].Negate();
+            sum = ExtendedArithmetic.Add(ExtendedArithmetic.Multiply(sum, z, ref env), coefficient, ref env);
+        }
+        Float80 series = ExtendedArithmetic.Add(t, ExtendedArithmetic.Multiply(ExtendedArithmetic.Multiply(t, z, ref env), sum, ref env), ref env);
+        return new Float80(false, series.BiasedExponent + halvings, series.Significand);
+    }
+
     /// <summary>ln((1 + s)/(1 − s)) = 2(s + s³/3 + s⁵/5 + ...).</summary>
     private static Float80 TwoAtanh(Float80 s, ref X87Arithmetic env)
     {

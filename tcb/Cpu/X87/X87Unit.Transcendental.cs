@@ -4,9 +4,8 @@ namespace SecureVmm.Tcb.Cpu.X87;
 
 // Transcendental instructions (SDM vol.1 8.3.9-8.3.10; vol.2A FSIN, FCOS, FSINCOS, FPTAN, FPATAN,
 // F2XM1, FYL2X, FYL2XP1). The special-value tables and exceptions follow the SDM exactly.
-// FSIN/FCOS/FSINCOS/FPTAN (ExtendedTrigonometry) and F2XM1/FYL2X/FYL2XP1 (ExtendedLogarithm) are
-// computed in extended precision; FPATAN's finite results come from the host's double-precision
-// atan2 (about 1 ulp of a 53-bit significand) rather than the 64-bit accuracy of real hardware.
+// FSIN/FCOS/FSINCOS/FPTAN (ExtendedTrigonometry) and F2XM1/FYL2X/FYL2XP1/FPATAN
+// (ExtendedLogarithm) are computed in extended precision, to a few units in the last place.
 // Results are not affected by precision control, as on hardware.
 public sealed partial class X87Unit
 {
@@ -219,46 +218,25 @@ public sealed partial class X87Unit
         return false;
     }
 
-    /// <summary>FPATAN: atan2(ST(1), ST(0)); the signed-zero and infinity cases follow IEEE atan2, as the SDM table does.</summary>
+    /// <summary>FPATAN: atan2(ST(1), ST(0)); the signed-zero and infinity cases follow the SDM table (IEEE atan2).</summary>
     private static Float80 ArcTangent(Float80 y, Float80 x, ref X87Arithmetic env)
     {
         if (NaNOrUnsupported(y, x, ref env, out Float80 special))
         {
             return special;
         }
-        if (y.IsZero || x.IsZero || y.IsInfinity || x.IsInfinity)
+        if (!(y.IsZero && (x.IsZero || !x.IsNegative)))
         {
-            double r = Math.Atan2(y.IsZero || y.IsInfinity ? ToDouble(y) : Math.CopySign(1, ToDouble(y)),
-                                  x.IsZero || x.IsInfinity ? ToDouble(x) : Math.CopySign(1, ToDouble(x)));
-            if (!(y.IsZero && x.IsZero) && r != 0)
-            {
-                env.Flags |= X87Status.Precision;
-            }
-            return Float80.FromDouble(r);
+            env.Flags |= X87Status.Precision;    // every other result is an irrational multiple or value
         }
-        env.Flags |= X87Status.Precision;
-        int ey = ExtendedArithmetic.Normalize(y, out ulong sy);
-        int ex = ExtendedArithmetic.Normalize(x, out ulong sx);
-        if (ey - ex < -70 && !x.IsNegative)
+        int ey = y.IsZero || y.IsInfinity ? 0 : ExtendedArithmetic.Normalize(y, out _);
+        int ex = x.IsZero || x.IsInfinity ? 0 : ExtendedArithmetic.Normalize(x, out _);
+        if (!y.IsZero && !x.IsZero && !y.IsInfinity && !x.IsInfinity && ey - ex < -70 && !x.IsNegative)
         {
-            // atan(t) = t to 64 bits for tiny t = y/x.
+            // atan(t) = t to 64 bits for tiny t = y/x; the quotient may underflow, so divide directly.
             return ExtendedArithmetic.Divide(y, x, ref env);
         }
-        // Scale both operands by the same power of two into the double range; atan2 is invariant.
-        int shift = Math.Max(ey, ex);
-        double dy = ScaledDouble(y.IsNegative, ey - shift, sy);
-        double dx = ScaledDouble(x.IsNegative, ex - shift, sx);
-        return Float80.FromDouble(Math.Atan2(dy, dx));
-    }
-
-    private static double ScaledDouble(bool negative, int exponent, ulong significand)
-    {
-        if (exponent < -1000)
-        {
-            return negative ? -0.0 : 0.0;
-        }
-        double m = significand * Math.Pow(2, -63);
-        return Math.ScaleB(negative ? -m : m, exponent);
+        return ExtendedLogarithm.ArcTangent2(y, x);
     }
 
     /// <summary>FYL2X: y * log2(x); FYL2XP1: y * log2(x + 1) (SDM vol.2A special-value tables).</summary>
