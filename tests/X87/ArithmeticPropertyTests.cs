@@ -77,9 +77,9 @@ public class ArithmeticPropertyTests
         {
             return false;
         }
-        if (expected != 0 && Math.Abs(expected) < 2.2250738585072014E-308)
+        if (expected != 0 && Math.Abs(expected) <= 2.2250738585072014E-308)
         {
-            return false;
+            return false;   // a double denormal, or rounded up from one to the smallest normal
         }
         if (expected == 0 && finiteOperands && a != 0 && b != 0)
         {
