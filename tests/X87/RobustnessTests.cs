@@ -32,7 +32,7 @@ public class RobustnessTests
                   from size32 in Gen.Elements(false, true)
                   from bitness in Gen.Elements(16, 32)
                   select (program, memory, control, realMode, size32, bitness);
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(3000), Prop.ForAll(Arb.From(gen), t =>
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(3000 * ArithmeticPropertyTests.SoakFactor), Prop.ForAll(Arb.From(gen), t =>
         {
             var h = new X87Harness();
             h.Context.RealMode = t.realMode;
@@ -80,7 +80,7 @@ public class RobustnessTests
                   from realMode in Gen.Elements(false, true)
                   from size32 in Gen.Elements(false, true)
                   select (bytes: bytes.Select(b => (byte)b).ToArray(), realMode, size32);
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(1000), Prop.ForAll(Arb.From(gen), t =>
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(1000 * ArithmeticPropertyTests.SoakFactor), Prop.ForAll(Arb.From(gen), t =>
         {
             // Load an arbitrary image, save it, load the saved image, save again: the two saves agree.
             var h = new X87Harness();

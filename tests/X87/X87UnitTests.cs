@@ -1005,7 +1005,7 @@ public class ExtendedTrigonometryTests
                       from hi in Gen.Choose(0, (1 << 26) - 1)
                       from lo in Gen.Choose(0, (1 << 26) - 1)
                       select BitConverter.Int64BitsToDouble((negative ? long.MinValue : 0) | ((long)exponent << 52) | ((long)hi << 26) | (uint)lo);
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(5000), Prop.ForAll(Arb.From(doubles), x =>
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(5000 * ArithmeticPropertyTests.SoakFactor), Prop.ForAll(Arb.From(doubles), x =>
         {
             var h = new X87Harness();
             h.PushDouble(x);
@@ -1096,7 +1096,7 @@ public class ExtendedLogarithmTests
         var unit = from bits in Gen.Choose(0, int.MaxValue)
                    from sign in Gen.Elements(1.0, -1.0)
                    select sign * (bits / (double)int.MaxValue);
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(3000), Prop.ForAll(Arb.From(unit), v =>
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(3000 * ArithmeticPropertyTests.SoakFactor), Prop.ForAll(Arb.From(unit), v =>
         {
             if (v == 0)
             {
@@ -1160,7 +1160,7 @@ public class ExtendedArcTangentTests
                      from lo in Gen.Choose(0, (1 << 26) - 1)
                      select BitConverter.Int64BitsToDouble((negative ? long.MinValue : 0) | ((long)exponent << 52) | ((long)hi << 26) | (uint)lo);
         var pairs = from y in values from x in values select (y, x);
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(3000), Prop.ForAll(Arb.From(pairs), t =>
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(3000 * ArithmeticPropertyTests.SoakFactor), Prop.ForAll(Arb.From(pairs), t =>
         {
             var env = new X87Arithmetic(X87Control.Default);
             double actual = BitConverter.UInt64BitsToDouble(MemoryFormats.ToDoubleBits(Fpatan(Float80.FromDouble(t.y), Float80.FromDouble(t.x)), ref env));
