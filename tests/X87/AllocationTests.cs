@@ -20,6 +20,15 @@ public class AllocationTests
         asm.fsqrt();
         asm.fsin();
         asm.fprem();
+        asm.fld1();
+        asm.fpatan();
+        asm.fld1();
+        asm.fyl2x();
+        asm.fld1();
+        asm.fyl2xp1();
+        asm.f2xm1();
+        asm.fptan();
+        asm.fstp(st0);
         asm.fucomi(st0, st0);
         asm.fcom(__dword_ptr[eax]);
         asm.fxam();

@@ -30,15 +30,16 @@ public class RobustnessTests
                   from control in Gen.Choose(0, 0xFFFF)
                   from realMode in Gen.Elements(false, true)
                   from size32 in Gen.Elements(false, true)
-                  select (program, memory, control, realMode, size32);
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(3000), Prop.ForAll(Arb.From(gen), t =>
+                  from bitness in Gen.Elements(16, 32)
+                  select (program, memory, control, realMode, size32, bitness);
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(3000 * ArithmeticPropertyTests.SoakFactor), Prop.ForAll(Arb.From(gen), t =>
         {
             var h = new X87Harness();
             h.Context.RealMode = t.realMode;
             h.Context.OperandSize32 = t.size32;
             t.memory.CopyTo(h.Memory.Bytes, 0);
             BitConverter.TryWriteBytes(h.Memory.Bytes.AsSpan(120), (ushort)t.control);
-            var decoder = Iced.Intel.Decoder.Create(32, new ByteArrayCodeReader(t.program));
+            var decoder = Iced.Intel.Decoder.Create(t.bitness, new ByteArrayCodeReader(t.program));
             while (decoder.IP < (ulong)t.program.Length)
             {
                 decoder.Decode(out Instruction insn);
@@ -79,7 +80,7 @@ public class RobustnessTests
                   from realMode in Gen.Elements(false, true)
                   from size32 in Gen.Elements(false, true)
                   select (bytes: bytes.Select(b => (byte)b).ToArray(), realMode, size32);
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(1000), Prop.ForAll(Arb.From(gen), t =>
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(1000 * ArithmeticPropertyTests.SoakFactor), Prop.ForAll(Arb.From(gen), t =>
         {
             // Load an arbitrary image, save it, load the saved image, save again: the two saves agree.
             var h = new X87Harness();

@@ -1,6 +1,8 @@
 using Xunit;
 using System.Buffers.Binary;
 using Iced.Intel;
+using FsCheck;
+using FsCheck.Fluent;
 using SecureVmm.Tcb.Cpu.X87;
 using static Iced.Intel.AssemblerRegisters;
 
@@ -900,5 +902,270 @@ public class X87UnitTests
         h.Push(Float80.NegativeInfinity);
         h.Ok(a => a.f2xm1());
         Assert.Equal(Float80.One.Negate(), h.St(0));
+    }
+}
+
+public class X87NaNAndStackEdgeTests
+{
+    [Fact]
+    public void MemorySignalingNaNOperandLosesToTheQuietNaNInTheStack()
+    {
+        var h = new X87Harness();
+        var quiet = new Float80(0x7FFF, 0xC000_0000_0000_0001UL);    // small significand
+        h.Push(quiet);
+        BinaryPrimitives.WriteUInt64LittleEndian(h.Memory.Bytes, 0x7FF7_FFFF_FFFF_FFFFUL);   // SNaN, large significand
+        h.Ok(a => a.fadd(__qword_ptr[eax]));
+        Assert.Equal(quiet, h.St(0));                                 // SDM vol.1 table 4-7: the QNaN operand
+        Assert.True(h.Flag(X87Status.InvalidOperation));
+        // FLD of the same SNaN quiets it.
+        h.Ok(a => a.fld(__qword_ptr[eax]));
+        Assert.Equal(new Float80(0x7FFF, 0xFFFF_FFFF_FFFF_F800UL), h.St(0));
+    }
+
+    [Fact]
+    public void MaskedStackUnderflowResponses()
+    {
+        var h = new X87Harness();
+        h.Ok(a => a.fld1());
+        h.Ok(a => a.fcom(st0, st3));                     // ST3 empty
+        Assert.Equal("111", h.Codes);
+        Assert.True(h.Flag(X87Status.StackFault));
+        h.Ok(a => a.fnclex());
+        h.Ok(a => a.fxch(st0, st2));                     // empty ST2 becomes the indefinite, then exchanged
+        Assert.Equal(Float80.Indefinite, h.St(0));
+        Assert.Equal(Float80.One, h.St(2));
+        h.Ok(a => a.fninit());
+        h.Ok(a => a.fld(st5));                           // FLD ST(i) of an empty register pushes the indefinite
+        Assert.Equal(Float80.Indefinite, h.St(0));
+        Assert.Equal(7, h.Unit.Top);
+        h.Ok(a => a.fninit());
+        h.Ok(a => a.fsqrt());
+        Assert.Equal(Float80.Indefinite, h.St(0));
+        Assert.True(h.Flag(X87Status.InvalidOperation) && h.Flag(X87Status.StackFault) && !h.Flag(X87Status.C1));
+        h.Context.Eflags = 0x45;
+        h.Ok(a => a.fninit());
+        h.Ok(a => a.fucomip(st0, st1));
+        Assert.Equal(0x45u, h.Context.Eflags);
+        Assert.True(h.Flag(X87Status.StackFault));
+    }
+
+    [Fact]
+    public void SixteenBitProtectedModeEnvironmentLayout()
+    {
+        var h = new X87Harness();
+        h.Context.OperandSize32 = false;
+        h.Context.Cs = 0x1B;
+        h.Context.Eip = 0x12345;
+        h.Context.DataSelector = 0x23;
+        h.Context.DataOffset = 0x6789A;
+        h.PushDouble(2.0);
+        Assert.Equal(X87Outcome.Done, h.RunBytes("66D930"));   // fnstenv m14 [eax]
+        byte[] m = h.Memory.Bytes;
+        Assert.Equal(0x037F, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(0)));
+        Assert.Equal(0x3800, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(2)));
+        Assert.Equal(0x3FFF, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(4)));
+        Assert.Equal(0x2345, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(6)));   // IP offset (low 16 bits)
+        Assert.Equal(0x1B, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(8)));
+        Assert.Equal(0x789A, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(10)));
+        Assert.Equal(0x23, BinaryPrimitives.ReadUInt16LittleEndian(m.AsSpan(12)));
+    }
+}
+
+public class ExtendedTrigonometryTests
+{
+    private static double ToDouble(Float80 v)
+    {
+        var env = new X87Arithmetic(X87Control.Default);
+        return BitConverter.UInt64BitsToDouble(MemoryFormats.ToDoubleBits(v, ref env));
+    }
+
+    [Fact]
+    public void SineOfTheExtendedPiIsTheTinyDifferenceToTruePi()
+    {
+        // FLDPI = C90FDAA22168C235 * 2^-62 exceeds pi by 5.0165576126683320...e-20, so sin is minus that.
+        var h = new X87Harness();
+        h.Ok(a => a.fldpi());
+        h.Ok(a => a.fsincos());
+        Assert.Equal(Float80.One.Negate(), h.St(0));                       // cos(pi) rounds to -1
+        double sin = ToDouble(h.St(1));
+        Assert.True(Math.Abs(sin - -5.016557612668332e-20) <= 1e-34, $"sin(pi) = {sin:R}");
+        h.Ok(a => a.fldpi());
+        h.Ok(a => a.fld1());
+        h.Ok(a => a.fadd(st0, st0));
+        h.Ok(a => a.fdivp(st1, st0));                                     // pi/2
+        h.Ok(a => a.fsin());
+        Assert.Equal(Float80.One, h.St(0));
+    }
+
+    [Fact]
+    public void SineAndCosineAgreeWithTheHostToOneDoubleUlpAndWithEachOther()
+    {
+        var doubles = from negative in Gen.Elements(false, true)
+                      from exponent in Gen.Choose(1023 - 40, 1023 + 62)
+                      from hi in Gen.Choose(0, (1 << 26) - 1)
+                      from lo in Gen.Choose(0, (1 << 26) - 1)
+                      select BitConverter.Int64BitsToDouble((negative ? long.MinValue : 0) | ((long)exponent << 52) | ((long)hi << 26) | (uint)lo);
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(5000 * ArithmeticPropertyTests.SoakFactor), Prop.ForAll(Arb.From(doubles), x =>
+        {
+            var h = new X87Harness();
+            h.PushDouble(x);
+            h.Ok(a => a.fsincos());
+            double cos = ToDouble(h.St(0)), sin = ToDouble(h.St(1));
+            bool close = WithinOneUlp(Math.Sin(x), sin) && WithinOneUlp(Math.Cos(x), cos);
+            // sin^2 + cos^2 = 1 in extended precision (to about 2^-61).
+            var env = new X87Arithmetic(X87Control.Default);
+            Float80 s2 = ExtendedArithmetic.Multiply(h.St(1), h.St(1), ref env);
+            Float80 c2 = ExtendedArithmetic.Multiply(h.St(0), h.St(0), ref env);
+            Float80 error = ExtendedArithmetic.Subtract(ExtendedArithmetic.Add(s2, c2, ref env), Float80.One, ref env);
+            return close && (error.IsZero || error.BiasedExponent < Float80.ExponentBias - 60);
+        }));
+    }
+
+    private static bool WithinOneUlp(double expected, double actual) =>
+        expected == actual || Math.BitIncrement(expected) == actual || Math.BitDecrement(expected) == actual;
+}
+
+public class ExtendedLogarithmTests
+{
+    /// <summary>|a - b| in units of the last place of b's 64-bit significand.</summary>
+    private static double UlpDistance(Float80 a, Float80 b)
+    {
+        var env = new X87Arithmetic(X87Control.Default);
+        Float80 difference = ExtendedArithmetic.Subtract(a, b, ref env).Abs();
+        if (difference.IsZero)
+        {
+            return 0;
+        }
+        return Math.Pow(2, (difference.BiasedExponent - b.BiasedExponent) + 63) * (difference.Significand / Math.Pow(2, 63));
+    }
+
+    private static Float80 RunBinary(double y, Float80 x, Action<Iced.Intel.Assembler> op)
+    {
+        var h = new X87Harness();
+        h.PushDouble(y);
+        h.Push(x);
+        h.Ok(op);
+        Assert.Equal(7, h.Unit.Top);
+        return h.St(0);
+    }
+
+    [Fact]
+    public void Fyl2xIsExtendedPrecision()
+    {
+        // log2(10) against FLDL2T (the correctly rounded constant), log2(e) against FLDL2E.
+        Float80 l2t = new(0x4000, 0xD49A_784B_CD1B_8AFEUL);
+        Float80 l2e = new(0x3FFF, 0xB8AA_3B29_5C17_F0BCUL);
+        Float80 e = new(0x4000, 0xADF8_5458_A2BB_4A9AUL);                 // e rounded to 64 bits
+        Assert.True(UlpDistance(RunBinary(1, Float80.FromDouble(10), a => a.fyl2x()), l2t) <= 2);
+        Assert.True(UlpDistance(RunBinary(1, e, a => a.fyl2x()), l2e) <= 3);
+        // Powers of two are exact, with no PE.
+        var h = new X87Harness();
+        h.PushDouble(-3);
+        h.PushDouble(1.0 / 1024);
+        h.Ok(a => a.fyl2x());
+        Assert.Equal(Float80.FromDouble(30), h.St(0));
+        Assert.False(h.Flag(X87Status.Precision));
+    }
+
+    [Fact]
+    public void F2xm1AndFyl2xp1AreExtendedPrecision()
+    {
+        // 2^0.5 - 1 + 1 = sqrt(2); 2^1 - 1 = 1; 2^-1 - 1 = -1/2.
+        var env = new X87Arithmetic(X87Control.Default);
+        Float80 sqrt2 = ExtendedArithmetic.SquareRoot(Float80.FromDouble(2), ref env);
+        var h = new X87Harness();
+        h.PushDouble(0.5);
+        h.Ok(a => a.f2xm1());
+        h.Ok(a => a.fld1());
+        h.Ok(a => a.faddp(st1, st0));
+        Assert.True(UlpDistance(h.St(0), sqrt2) <= 2);
+        h.PushDouble(1);
+        h.Ok(a => a.f2xm1());
+        Assert.True(UlpDistance(h.St(0), Float80.One) <= 2);
+        h.PushDouble(-1);
+        h.Ok(a => a.f2xm1());
+        Assert.True(UlpDistance(h.St(0), Float80.FromDouble(-0.5)) <= 2);
+        // log2(1 + (sqrt(2) - 1)) = 1/2.
+        Float80 x = ExtendedArithmetic.Subtract(sqrt2, Float80.One, ref env);
+        Assert.True(UlpDistance(RunBinary(1, x, a => a.fyl2xp1()), Float80.FromDouble(0.5)) <= 3);
+    }
+
+    [Fact]
+    public void LogAndExpAgreeWithTheHostToOneDoubleUlp()
+    {
+        var unit = from bits in Gen.Choose(0, int.MaxValue)
+                   from sign in Gen.Elements(1.0, -1.0)
+                   select sign * (bits / (double)int.MaxValue);
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(3000 * ArithmeticPropertyTests.SoakFactor), Prop.ForAll(Arb.From(unit), v =>
+        {
+            if (v == 0)
+            {
+                return true;
+            }
+            var h = new X87Harness();
+            h.PushDouble(v);
+            h.Ok(a => a.f2xm1());
+            double exp = h.PopDouble();
+            h.PushDouble(1);
+            h.PushDouble(Math.Abs(v) * 1000);
+            h.Ok(a => a.fyl2x());
+            double log = h.PopDouble();
+            h.PushDouble(1);
+            h.PushDouble(v * 0.29);
+            h.Ok(a => a.fyl2xp1());
+            double log1p = h.PopDouble();
+            // The host references carry their own rounding: Pow(2, v) - 1 an absolute ~2^-52,
+            // Log2 about an ulp; log1p is referenced through atanh to avoid cancellation.
+            double w = v * 0.29;
+            return Math.Abs(exp - (Math.Pow(2, v) - 1)) <= 5e-16
+                && Math.Abs(log - Math.Log2(Math.Abs(v) * 1000)) <= 4.5e-16 * Math.Abs(log)
+                && Math.Abs(log1p - 2 * Math.Atanh(w / (2 + w)) / Math.Log(2)) <= 1e-15 * Math.Abs(log1p);
+        }));
+    }
+}
+
+public class ExtendedArcTangentTests
+{
+    private static readonly Float80 Pi = new(0x4000, 0xC90F_DAA2_2168_C235UL);
+
+    private static Float80 Fpatan(Float80 y, Float80 x)
+    {
+        var h = new X87Harness();
+        h.Push(y);
+        h.Push(x);
+        h.Ok(a => a.fpatan());
+        return h.St(0);
+    }
+
+    [Fact]
+    public void SpecialOperandsGiveExtendedMultiplesOfPi()
+    {
+        Assert.Equal(Pi, Fpatan(Float80.PositiveZero, Float80.One.Negate()));
+        Assert.Equal(Pi.Negate(), Fpatan(Float80.NegativeZero, Float80.NegativeZero));
+        Assert.Equal(new Float80(0x3FFF, Pi.Significand), Fpatan(Float80.One, Float80.PositiveZero));
+        Assert.Equal(new Float80(0xC000, 0x96CB_E3F9_990E_91A8UL), Fpatan(Float80.NegativeInfinity, Float80.NegativeInfinity));
+        Assert.Equal(Float80.NegativeZero, Fpatan(Float80.NegativeZero, Float80.One));
+        Float80 quarter = Fpatan(Float80.One, Float80.One);
+        Assert.True(quarter.BiasedExponent == 0x3FFE && Math.Abs((long)(quarter.Significand - Pi.Significand)) <= 2, quarter.ToString());
+        Float80 threeQuarters = Fpatan(Float80.One, Float80.One.Negate());
+        Assert.True(threeQuarters.BiasedExponent == 0x4000 && Math.Abs((long)(threeQuarters.Significand - 0x96CB_E3F9_990E_91A8UL)) <= 2, threeQuarters.ToString());
+    }
+
+    [Fact]
+    public void AgreesWithHostAtan2ToOneDoubleUlp()
+    {
+        var values = from negative in Gen.Elements(false, true)
+                     from exponent in Gen.Choose(1023 - 30, 1023 + 30)
+                     from hi in Gen.Choose(0, (1 << 26) - 1)
+                     from lo in Gen.Choose(0, (1 << 26) - 1)
+                     select BitConverter.Int64BitsToDouble((negative ? long.MinValue : 0) | ((long)exponent << 52) | ((long)hi << 26) | (uint)lo);
+        var pairs = from y in values from x in values select (y, x);
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(3000 * ArithmeticPropertyTests.SoakFactor), Prop.ForAll(Arb.From(pairs), t =>
+        {
+            var env = new X87Arithmetic(X87Control.Default);
+            double actual = BitConverter.UInt64BitsToDouble(MemoryFormats.ToDoubleBits(Fpatan(Float80.FromDouble(t.y), Float80.FromDouble(t.x)), ref env));
+            double expected = Math.Atan2(t.y, t.x);
+            return actual == expected || Math.BitIncrement(expected) == actual || Math.BitDecrement(expected) == actual;
+        }));
     }
 }

@@ -21,17 +21,19 @@ public static class MemoryFormats
     /// <summary>Largest magnitude FBSTP can store: 18 decimal digits.</summary>
     public const long MaxBcd = 999_999_999_999_999_999;
 
-    public static Float80 FromSingleBits(uint bits, ref X87Arithmetic env) =>
-        FromBinary(bits, 23, 8, ref env);
+    public static Float80 FromSingleBits(uint bits, ref X87Arithmetic env, bool quietSignaling = true) =>
+        FromBinary(bits, 23, 8, quietSignaling, ref env);
 
-    public static Float80 FromDoubleBits(ulong bits, ref X87Arithmetic env) =>
-        FromBinary(bits, 52, 11, ref env);
+    public static Float80 FromDoubleBits(ulong bits, ref X87Arithmetic env, bool quietSignaling = true) =>
+        FromBinary(bits, 52, 11, quietSignaling, ref env);
 
     /// <summary>
     /// Exact widening load (FLD m32fp/m64fp): SNaN sources raise IE and are quieted, denormal
-    /// sources raise DE (SDM vol.2A FLD).
+    /// sources raise DE (SDM vol.2A FLD). An arithmetic or compare instruction's memory operand
+    /// keeps its SNaN (<paramref name="quietSignaling"/> false) so that the operation raises IE
+    /// and applies the NaN-selection rules of SDM vol.1 table 4-7 to the original operands.
     /// </summary>
-    private static Float80 FromBinary(ulong bits, int fractionBits, int exponentBits, ref X87Arithmetic env)
+    private static Float80 FromBinary(ulong bits, int fractionBits, int exponentBits, bool quietSignaling, ref X87Arithmetic env)
     {
         int totalBits = fractionBits + exponentBits + 1;
         bool negative = ((bits >> (totalBits - 1)) & 1) != 0;
@@ -42,7 +44,7 @@ public static class MemoryFormats
         ulong aligned = fraction << (63 - fractionBits);
         if (e == maxExponent)
         {
-            if (fraction != 0 && (aligned & Float80.QuietBit) == 0)
+            if (fraction != 0 && (aligned & Float80.QuietBit) == 0 && quietSignaling)
             {
                 env.Flags |= X87Status.InvalidOperation;
                 aligned |= Float80.QuietBit;

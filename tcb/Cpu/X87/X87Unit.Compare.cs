@@ -47,7 +47,7 @@ public sealed partial class X87Unit
         }
         else if (insn.OpCount >= 1 && insn.Op0Kind == OpKind.Memory)
         {
-            if (!ReadOperand(insn, mem, ref env, out source))
+            if (!ReadOperand(insn, mem, ref env, out source, keepSignaling: true))
             {
                 return X87Outcome.MemoryFault;
             }

@@ -11,7 +11,8 @@ public sealed partial class X87Unit
     /// Reads a floating-point or integer memory operand and widens it exactly to extended precision.
     /// SNaN and denormal single/double sources raise IE/DE into <paramref name="env"/>.
     /// </summary>
-    private static bool ReadOperand(in Instruction insn, IX87Memory mem, ref X87Arithmetic env, out Float80 value)
+    private static bool ReadOperand(in Instruction insn, IX87Memory mem, ref X87Arithmetic env, out Float80 value,
+        bool keepSignaling = false)
     {
         Span<byte> bytes = stackalloc byte[10];
         value = default;
@@ -19,11 +20,11 @@ public sealed partial class X87Unit
         {
             case MemorySize.Float32:
                 if (!mem.Read(0, bytes[..4])) return false;
-                value = MemoryFormats.FromSingleBits(BinaryPrimitives.ReadUInt32LittleEndian(bytes), ref env);
+                value = MemoryFormats.FromSingleBits(BinaryPrimitives.ReadUInt32LittleEndian(bytes), ref env, !keepSignaling);
                 return true;
             case MemorySize.Float64:
                 if (!mem.Read(0, bytes[..8])) return false;
-                value = MemoryFormats.FromDoubleBits(BinaryPrimitives.ReadUInt64LittleEndian(bytes), ref env);
+                value = MemoryFormats.FromDoubleBits(BinaryPrimitives.ReadUInt64LittleEndian(bytes), ref env, !keepSignaling);
                 return true;
             case MemorySize.Float80:
                 if (!mem.Read(0, bytes)) return false;

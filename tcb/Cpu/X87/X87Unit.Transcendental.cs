@@ -3,10 +3,10 @@ using Iced.Intel;
 namespace SecureVmm.Tcb.Cpu.X87;
 
 // Transcendental instructions (SDM vol.1 8.3.9-8.3.10; vol.2A FSIN, FCOS, FSINCOS, FPTAN, FPATAN,
-// F2XM1, FYL2X, FYL2XP1). The special-value tables and exceptions follow the SDM exactly; the
-// finite results are computed with the host's double-precision library (about 1 ulp of a
-// 53-bit significand) rather than to the 64-bit accuracy of real hardware. Results are not
-// affected by precision control, as on hardware.
+// F2XM1, FYL2X, FYL2XP1). The special-value tables and exceptions follow the SDM exactly.
+// FSIN/FCOS/FSINCOS/FPTAN (ExtendedTrigonometry) and F2XM1/FYL2X/FYL2XP1/FPATAN
+// (ExtendedLogarithm) are computed in extended precision, to a few units in the last place.
+// Results are not affected by precision control, as on hardware.
 public sealed partial class X87Unit
 {
     /// <summary>FSIN/FCOS/FSINCOS/FPTAN only accept |x| &lt; 2^63; otherwise C2 = 1 and ST(0) is unchanged.</summary>
@@ -120,25 +120,31 @@ public sealed partial class X87Unit
             second = Float80.One;
             return;
         }
-        double v = ToDouble(x);
+        if (m == Mnemonic.F2xm1)
+        {
+            // The SDM defines F2XM1 for -1 <= x <= +1; outside it the result is "undefined" and the double path is used.
+            first = exponent <= 0
+                ? ExtendedLogarithm.TwoToXMinusOne(x)
+                : Float80.FromDouble(ExpMinusOne(ToDouble(x) * Math.Log(2)));
+            return;
+        }
+        ExtendedTrigonometry.SinCos(x, out Float80 sin, out Float80 cos);
         switch (m)
         {
             case Mnemonic.Fsin:
-                first = Float80.FromDouble(Math.Sin(v));
+                first = sin;
                 break;
             case Mnemonic.Fcos:
-                first = Float80.FromDouble(Math.Cos(v));
+                first = cos;
                 break;
             case Mnemonic.Fptan:
-                first = Float80.FromDouble(Math.Tan(v));
+                var scratch = new X87Arithmetic(X87Control.Default);
+                first = ExtendedArithmetic.Divide(sin, cos, ref scratch);
                 second = Float80.One;
                 break;
-            case Mnemonic.Fsincos:
-                first = Float80.FromDouble(Math.Sin(v));
-                second = Float80.FromDouble(Math.Cos(v));
-                break;
             default:
-                first = Float80.FromDouble(ExpMinusOne(v * Math.Log(2)));
+                first = sin;
+                second = cos;
                 break;
         }
     }
@@ -153,9 +159,6 @@ public sealed partial class X87Unit
         double t = Math.Tanh(z / 2);
         return 2 * t / (1 - t);
     }
-
-    /// <summary>ln(1 + x) without cancellation near 0: 2 atanh(x / (2 + x)).</summary>
-    private static double LogOnePlus(double x) => 2 * Math.Atanh(x / (2 + x));
 
     /// <summary>Nearest double (the extended exponent range is clamped by the double's).</summary>
     private static double ToDouble(Float80 x)
@@ -215,46 +218,25 @@ public sealed partial class X87Unit
         return false;
     }
 
-    /// <summary>FPATAN: atan2(ST(1), ST(0)); the signed-zero and infinity cases follow IEEE atan2, as the SDM table does.</summary>
+    /// <summary>FPATAN: atan2(ST(1), ST(0)); the signed-zero and infinity cases follow the SDM table (IEEE atan2).</summary>
     private static Float80 ArcTangent(Float80 y, Float80 x, ref X87Arithmetic env)
     {
         if (NaNOrUnsupported(y, x, ref env, out Float80 special))
         {
             return special;
         }
-        if (y.IsZero || x.IsZero || y.IsInfinity || x.IsInfinity)
+        if (!(y.IsZero && (x.IsZero || !x.IsNegative)))
         {
-            double r = Math.Atan2(y.IsZero || y.IsInfinity ? ToDouble(y) : Math.CopySign(1, ToDouble(y)),
-                                  x.IsZero || x.IsInfinity ? ToDouble(x) : Math.CopySign(1, ToDouble(x)));
-            if (!(y.IsZero && x.IsZero) && r != 0)
-            {
-                env.Flags |= X87Status.Precision;
-            }
-            return Float80.FromDouble(r);
+            env.Flags |= X87Status.Precision;    // every other result is an irrational multiple or value
         }
-        env.Flags |= X87Status.Precision;
-        int ey = ExtendedArithmetic.Normalize(y, out ulong sy);
-        int ex = ExtendedArithmetic.Normalize(x, out ulong sx);
-        if (ey - ex < -70 && !x.IsNegative)
+        int ey = y.IsZero || y.IsInfinity ? 0 : ExtendedArithmetic.Normalize(y, out _);
+        int ex = x.IsZero || x.IsInfinity ? 0 : ExtendedArithmetic.Normalize(x, out _);
+        if (!y.IsZero && !x.IsZero && !y.IsInfinity && !x.IsInfinity && ey - ex < -70 && !x.IsNegative)
         {
-            // atan(t) = t to 64 bits for tiny t = y/x.
+            // atan(t) = t to 64 bits for tiny t = y/x; the quotient may underflow, so divide directly.
             return ExtendedArithmetic.Divide(y, x, ref env);
         }
-        // Scale both operands by the same power of two into the double range; atan2 is invariant.
-        int shift = Math.Max(ey, ex);
-        double dy = ScaledDouble(y.IsNegative, ey - shift, sy);
-        double dx = ScaledDouble(x.IsNegative, ex - shift, sx);
-        return Float80.FromDouble(Math.Atan2(dy, dx));
-    }
-
-    private static double ScaledDouble(bool negative, int exponent, ulong significand)
-    {
-        if (exponent < -1000)
-        {
-            return negative ? -0.0 : 0.0;
-        }
-        double m = significand * Math.Pow(2, -63);
-        return Math.ScaleB(negative ? -m : m, exponent);
+        return ExtendedLogarithm.ArcTangent2(y, x);
     }
 
     /// <summary>FYL2X: y * log2(x); FYL2XP1: y * log2(x + 1) (SDM vol.2A special-value tables).</summary>
@@ -286,11 +268,8 @@ public sealed partial class X87Unit
             }
             else
             {
-                int e = ExtendedArithmetic.Normalize(x, out ulong s);
-                double fraction = s * Math.Pow(2, -63);                 // [1, 2)
-                double value = e == -1 ? Math.Log2(fraction / 2) : e + Math.Log2(fraction);
-                log = Float80.FromDouble(value);
-                if (!log.IsZero)
+                log = ExtendedLogarithm.Log2(x, out bool exact);
+                if (!exact)
                 {
                     env.Flags |= X87Status.Precision;
                 }
@@ -313,10 +292,17 @@ public sealed partial class X87Unit
                 Float80 log2e = new(0x3FFF, 0xB8AA_3B29_5C17_F0BCUL);
                 log = ExtendedArithmetic.Multiply(x, log2e, ref env);
             }
+            else if (ExtendedArithmetic.Normalize(x, out _) < -1)
+            {
+                log = ExtendedLogarithm.Log2OnePlus(x);                // |x| < 1/2, covering FYL2XP1's range
+                env.Flags |= X87Status.Precision;
+            }
             else
             {
-                double v = ToDouble(x);
-                log = Float80.FromDouble(v == -1 ? double.NegativeInfinity : LogOnePlus(v) / Math.Log(2));
+                // Outside the architectural range |x| < 1 - sqrt(2)/2 ("undefined"): log2 of the rounded 1 + x.
+                var scratch = new X87Arithmetic(X87Control.Default);
+                Float80 onePlus = ExtendedArithmetic.Add(Float80.One, x, ref scratch);
+                log = onePlus.IsZero ? Float80.NegativeInfinity : ExtendedLogarithm.Log2(onePlus, out _);
                 env.Flags |= X87Status.Precision;
             }
         }
