@@ -292,8 +292,10 @@ public sealed partial class Cpu
         }
         var insns = block.Insns;
         int count = block.Count;
-        if (singleStep)
+        if (singleStep || _shadowAt == _icount)
         {
+            // One instruction only: after TF for the #DB trap, after STI/MOV SS so that the
+            // boundary right after the shadowed instruction is checked for interrupts.
             count = 1;
         }
         for (int i = 0; i < count; i++)

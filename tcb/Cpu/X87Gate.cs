@@ -20,8 +20,10 @@ public sealed partial class Cpu
         foreach (var code in Enum.GetValues<Code>())
         {
             var info = code.ToOpCode();
+            // Iced stores two-byte x87 opcodes (D9 E8 ...) as one number: take the first byte.
+            uint first = info.OpCodeLength == 2 ? info.OpCode >> 8 : info.OpCode;
             if (info.Encoding == EncodingKind.Legacy && info.Table == OpCodeTableKind.Normal
-                && info.OpCode >= 0xD8 && info.OpCode <= 0xDF && (info.Mode16 || info.Mode32))
+                && first >= 0xD8 && first <= 0xDF && (info.Mode16 || info.Mode32))
             {
                 On(code, (c, ref d) => X87Escape(c, ref d));
             }
