@@ -372,6 +372,7 @@ public sealed partial class Cpu
         {
             d.SrcSize = d.OpSize;
         }
+        Specialize(ref d, opCount);
         // String instructions: element size from the memory operand (MOVSB/W/D ...).
         if (insn.IsStringInstruction)
         {
