@@ -382,6 +382,122 @@ public class DifferentialTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void DataMovementStackAndControlFlow()
+    {
+        var p = new GuestProgram();
+        const uint buf = GuestProgram.ScratchAddress;
+        foreach (uint x in new uint[] { 0x0000_0080, 0x8000_7F80, 0xFFFF_FFFF, 0x1234_5678 })
+        {
+            p.Case($"extend and exchange {x:X}", (a, _) =>
+            {
+                a.mov(edx, x);
+                a.movzx(eax, dl);
+                a.movsx(ebx, dx);
+                a.movsx(ecx, dl);
+                a.mov(esi, x);
+                a.cbw();
+                a.xchg(si, ax);
+                a.cwde();
+                a.cdq();
+                a.xchg(ebx, edx);
+                a.bswap(ecx);
+                a.mov(__dword_ptr[buf], x);
+                a.xchg(__dword_ptr[buf], edi);
+                a.mov(ebp, __dword_ptr[buf]);
+            });
+        }
+        p.Case("push/pop forms, pusha/popa, enter/leave", (a, _) =>
+        {
+            a.mov(ebp, 0x8_8000u);
+            a.push(0x1234_5678);
+            a.push(-2);
+            a.push(__word_ptr[GuestProgram.StackTop - 8]);
+            a.pop(ax);
+            a.pop(ebx);
+            a.pop(ecx);
+            a.pushad();
+            a.mov(eax, 0);
+            a.mov(edi, 0);
+            a.popad();
+            a.enter(16, 0);
+            a.mov(esi, esp);
+            a.mov(edi, ebp);
+            a.leave();
+            a.enter(8, 2);
+            a.mov(edx, esp);
+            a.leave();
+            a.push(__dword_ptr[GuestProgram.StackTop - 4]);
+            a.pop(__dword_ptr[buf]);
+            a.mov(ebx, __dword_ptr[buf]);
+        });
+        p.Case("lahf/sahf, xlat, flags instructions", (a, _) =>
+        {
+            a.mov(ah, 0xD5);
+            a.sahf();
+            a.lahf();
+            a.mov(ebx, eax);
+            a.mov(__dword_ptr[buf], 0x4433_2211u);
+            a.mov(ebx, buf);
+            a.mov(al, 2);
+            a.xlatb();
+            a.stc();
+            a.cmc();
+            a.setc(cl);
+            a.std();
+            a.pushfd();
+            a.cld();
+            a.pop(edx);
+            a.and(edx, 0x0CD5);
+        });
+        p.Case("call/ret, loop, jecxz, indirect jumps", (a, g) =>
+        {
+            a.xor(eax, eax);
+            a.mov(ecx, 5);
+            g.Mark("loopTop");
+            a.add(eax, ecx);
+            a.loop(g.AddressOf("loopTop"));
+            a.mov(ecx, 0);
+            a.jecxz(g.AddressOf("skipped"));
+            a.mov(eax, 0xDEAD);
+            g.Mark("skipped");
+            a.call(g.AddressOf("sub1"));
+            a.mov(edx, g.AddressOf("after"));
+            a.jmp(edx);
+            a.mov(eax, 0xBAD);
+            g.Mark("after");
+            a.mov(__dword_ptr[buf], g.AddressOf("sub1"));
+            a.call(__dword_ptr[buf]);
+            a.mov(ecx, 10);
+            a.mov(ebx, 0);
+            g.Mark("loopz");
+            a.inc(ebx);
+            a.cmp(ebx, 3);
+            a.loopne(g.AddressOf("loopz"));
+            a.jmp(g.AddressOf("end"));
+            g.Mark("sub1");
+            a.add(esi, 0x10);
+            a.ret(0);
+            g.Mark("end");
+        });
+        p.Case("16-bit addressing and operand-size prefixes", (a, _) =>
+        {
+            a.mov(__dword_ptr[buf + 0x1234], 0xCAFE_F00Du);
+            a.mov(esi, buf);
+            a.mov(ebx, 0x1234);
+            a.mov(eax, __dword_ptr[esi + ebx]);
+            a.mov(cx, __word_ptr[esi + ebx + 2]);
+            a.add(cx, 0x7FFF);
+            a.adc(dl, 0x80);
+            a.imul(bx, cx, 3);
+            a.mov(edi, buf + 0x100);
+            a.mov(ecx, 3);
+            a.rep.stosw();
+            a.mov(ebp, __dword_ptr[buf + 0x100]);
+        });
+        Compare(p);
+    }
+
+    [Fact]
     public void PagingAndExceptions()
     {
         var p = new GuestProgram();
