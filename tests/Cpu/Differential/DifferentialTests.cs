@@ -556,6 +556,44 @@ public class DifferentialTests(ITestOutputHelper output)
             a.and(eax, 0x7FFF_FFFFu);
             a.mov(cr0, eax);
         });
+        p.Case("ring 3 round trip: IRET out, INT 80h back, #GP on CLI", (a, g) =>
+        {
+            g.SetGate(a, 0x80, "sys80", 3);
+            a.mov(__dword_ptr[GuestProgram.ResumeEsp], esp);
+            a.mov(__dword_ptr[GuestProgram.ResumeEip], g.AddressOf("ring3Done"));
+            a.push(0x23);
+            a.push(0x7_0000);
+            a.push(0x202 & ~0x200);
+            a.push(0x1B);
+            a.push(g.AddressOf("ring3Code"));
+            a.iretd();
+            g.Mark("ring3Code");
+            a.mov(eax, 0xABCD);
+            a.@int(0x80);
+            a.mov(ebx, eax);
+            a.cli();                                       // #GP(0): CPL 3 > IOPL 0
+            g.Mark("sys80");
+            // Frame from ring 3: EIP, CS, EFLAGS, ESP, SS.
+            a.mov(esi, esp);
+            a.mov(eax, __dword_ptr[esp]);
+            a.sub(eax, g.AddressOf("ring3Code"));
+            a.call(g.AddressOf("printHex"));
+            foreach (int off in new[] { 4, 8, 12, 16 })
+            {
+                a.mov(eax, __dword_ptr[esp + off]);
+                a.call(g.AddressOf("printHex"));
+            }
+            a.mov(eax, esp);
+            a.call(g.AddressOf("printHex"));
+            a.mov(eax, 0x5678);
+            a.iretd();
+            g.Mark("ring3Done");
+            a.mov(ax, 0x10);
+            a.mov(ds, ax);
+            a.mov(es, ax);
+            a.mov(fs, ax);
+            a.mov(gs, ax);
+        });
         p.Case("#GP, #UD, #DE, #BR and INT3", (a, g) =>
         {
             g.ExpectFault(a, "gp1");
