@@ -286,10 +286,12 @@ public sealed partial class Cpu
         Block? block = FetchBlock();
         if (block is null)
         {
+            _lastBlock = null;
             // The fetch raised a fault (#PF, #GP on CS limit); deliver it.
             HandlePendingFault();
             return;
         }
+        _lastBlock = block.Cached ? block : null;
         var insns = block.Insns;
         int count = block.Count;
         if (singleStep || _shadowAt == _icount)
