@@ -29,7 +29,7 @@ public sealed partial class Cpu
             On(code, info.Op0Kind switch
             {
                 OpCodeOperandKind.br16_1 or OpCodeOperandKind.br16_2 or OpCodeOperandKind.br32_1 or OpCodeOperandKind.br32_4 => (c, ref d) => JmpNear(c, ref d),
-                OpCodeOperandKind.brdisp_2 or OpCodeOperandKind.brdisp_4 => (c, ref d) => JmpFarDirect(c, ref d),
+                OpCodeOperandKind.farbr2_2 or OpCodeOperandKind.farbr4_2 => (c, ref d) => JmpFarDirect(c, ref d),
                 _ => code.ToString().Contains("_m1616", StringComparison.Ordinal) || code.ToString().Contains("_m1632", StringComparison.Ordinal) ? (c, ref d) => JmpFarIndirect(c, ref d) : (c, ref d) => JmpNearIndirect(c, ref d),
             });
         }
@@ -38,8 +38,8 @@ public sealed partial class Cpu
             var info = code.ToOpCode();
             On(code, info.Op0Kind switch
             {
-                OpCodeOperandKind.br16_2 or OpCodeOperandKind.br32_4 => (c, ref d) => CallNear(c, ref d),
-                OpCodeOperandKind.brdisp_2 or OpCodeOperandKind.brdisp_4 => (c, ref d) => CallFarDirect(c, ref d),
+                OpCodeOperandKind.br16_2 or OpCodeOperandKind.br32_4 or OpCodeOperandKind.brdisp_2 or OpCodeOperandKind.brdisp_4 => (c, ref d) => CallNear(c, ref d),
+                OpCodeOperandKind.farbr2_2 or OpCodeOperandKind.farbr4_2 => (c, ref d) => CallFarDirect(c, ref d),
                 _ => code.ToString().Contains("_m1616", StringComparison.Ordinal) || code.ToString().Contains("_m1632", StringComparison.Ordinal) ? (c, ref d) => CallFarIndirect(c, ref d) : (c, ref d) => CallNearIndirect(c, ref d),
             });
         }

@@ -479,6 +479,25 @@ public class DifferentialTests(ITestOutputHelper output)
             a.ret(0);
             g.Mark("end");
         });
+        p.Case("far JMP/CALL direct and indirect, RETF imm", (a, g) =>
+        {
+            a.jmp((ushort)0x08, g.AddressOf("farTarget"));
+            a.mov(eax, 0xBAD);
+            g.Mark("farTarget");
+            a.push(0x55);
+            a.call((ushort)0x08, g.AddressOf("farSub"));
+            a.mov(__dword_ptr[buf], g.AddressOf("farSub"));
+            a.mov(__word_ptr[buf + 4], (ushort)0x08);
+            a.push(0x66);
+            a.call(__fword_ptr[buf]);
+            a.jmp(g.AddressOf("farEnd"));
+            g.Mark("farSub");
+            a.add(esi, __dword_ptr[esp + 8]);
+            a.mov(ecx, __dword_ptr[esp + 4]);
+            a.retf(4);
+            g.Mark("farEnd");
+            a.mov(edx, esp);
+        });
         p.Case("16-bit addressing and operand-size prefixes", (a, _) =>
         {
             a.mov(__dword_ptr[buf + 0x1234], 0xCAFE_F00Du);
