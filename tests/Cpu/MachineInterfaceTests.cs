@@ -357,3 +357,49 @@ public class MachineInterfaceTests
         }
     }
 }
+
+/// <summary>The hot path allocates nothing per instruction, memory access or exit (DESIGN.md performance rules).</summary>
+public class AllocationTests
+{
+    [Fact]
+    public void SteadyStateExecutionAllocatesNothing()
+    {
+        using var h = new CpuHarness();
+        h.RecordExits = false;
+        h.Load32(0x1000, a =>
+        {
+            var top = a.CreateLabel();
+            var sub = a.CreateLabel();
+            a.Label(ref top);
+            a.mov(ecx, 16);
+            a.mov(esi, 0x10_0000);
+            a.mov(edi, 0x10_1000);
+            a.rep.movsd();
+            a.mov(eax, __dword_ptr[0x10_0000]);
+            a.add(eax, 3);
+            a.shl(eax, 2);
+            a.mov(__word_ptr[0x10_2000], ax);
+            a.bt(eax, 3);
+            a.call(sub);
+            a.mov(dx, 0x80);
+            a.@in(al, dx);                      // an IoIn exit every iteration
+            a.mov(ecx, 5);
+            var l = a.CreateLabel();
+            a.Label(ref l);
+            a.loop(l);
+            a.jmp(top);
+            a.Label(ref sub);
+            a.push(ebx);
+            a.pop(ebx);
+            a.ret();
+        });
+        h.Run(200_000);                          // warm up: decode blocks, JIT
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        h.Run(1_000_000);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // A million instructions with 50 000 exits: the only allocation allowed is a decoded block
+        // for a new entry point where the previous Run's budget ended mid-block (per Run, not per
+        // instruction): well under one byte per thousand instructions.
+        Assert.True(allocated < 2048, $"{allocated} bytes allocated in 1,000,000 guest instructions");
+    }
+}
