@@ -47,6 +47,11 @@ internal sealed class Block
     public uint Generation;
     public bool Big;
     public bool Cached;
+    // Successor links (block chaining): the blocks that followed this one, valid while the
+    // CPU's fetch epoch (bumped by every TLB flush and CPL change) and CS base are unchanged.
+    public Block? Succ0, Succ1;
+    public uint Succ0Epoch, Succ1Epoch;
+    public uint Succ0CsBase, Succ1CsBase;
 }
 
 // The decoded-instruction cache (DESIGN.md "decode once"): blocks are looked up by
@@ -138,11 +143,51 @@ public sealed partial class Cpu
         }
     }
 
+    private Block? _lastBlock;
+    private uint _fetchEpoch;
+
     /// <summary>Finds or builds the block at CS:EIP; null when fetching raised a fault.</summary>
     private Block? FetchBlock()
     {
         ref SegmentCache cs = ref _seg[(int)SegReg.Cs];
         uint eip = _eip;
+        Block? last = _lastBlock;
+        if (last is not null)
+        {
+            Block? s = last.Succ0;
+            if (s is not null && s.StartEip == eip && last.Succ0Epoch == _fetchEpoch && last.Succ0CsBase == cs.Base
+                && s.Big == cs.Big && s.Generation == _pageGeneration[s.Phys >> 12] && s.EndEip - 1 <= cs.Limit && eip <= cs.Limit)
+            {
+                return s;
+            }
+            s = last.Succ1;
+            if (s is not null && s.StartEip == eip && last.Succ1Epoch == _fetchEpoch && last.Succ1CsBase == cs.Base
+                && s.Big == cs.Big && s.Generation == _pageGeneration[s.Phys >> 12] && s.EndEip - 1 <= cs.Limit && eip <= cs.Limit)
+            {
+                return s;
+            }
+        }
+        Block? found = FetchBlockByTranslation(ref cs, eip);
+        if (last is not null && found is not null && found.Cached)
+        {
+            if (last.Succ0 is null || last.Succ0Epoch != _fetchEpoch || last.Succ1 is not null)
+            {
+                last.Succ0 = found;
+                last.Succ0Epoch = _fetchEpoch;
+                last.Succ0CsBase = cs.Base;
+            }
+            else
+            {
+                last.Succ1 = found;
+                last.Succ1Epoch = _fetchEpoch;
+                last.Succ1CsBase = cs.Base;
+            }
+        }
+        return found;
+    }
+
+    private Block? FetchBlockByTranslation(ref SegmentCache cs, uint eip)
+    {
         if (eip > cs.Limit)
         {
             _currentInsnEip = eip;
@@ -372,6 +417,7 @@ public sealed partial class Cpu
         {
             d.SrcSize = d.OpSize;
         }
+        Specialize(ref d, opCount);
         // String instructions: element size from the memory operand (MOVSB/W/D ...).
         if (insn.IsStringInstruction)
         {

@@ -38,16 +38,22 @@ public sealed partial class Cpu
             var info = code.ToOpCode();
             On(code, info.Op0Kind switch
             {
-                OpCodeOperandKind.br16_2 or OpCodeOperandKind.br32_4 => (c, ref d) => CallNear(c, ref d),
+                OpCodeOperandKind.br16_2 or OpCodeOperandKind.br32_4 or OpCodeOperandKind.brdisp_2 or OpCodeOperandKind.brdisp_4 => (c, ref d) => CallNear(c, ref d),
                 OpCodeOperandKind.farbr2_2 or OpCodeOperandKind.farbr4_2 => (c, ref d) => CallFarDirect(c, ref d),
                 _ => code.ToString().Contains("_m1616", StringComparison.Ordinal) || code.ToString().Contains("_m1632", StringComparison.Ordinal) ? (c, ref d) => CallFarIndirect(c, ref d) : (c, ref d) => CallNearIndirect(c, ref d),
             });
         }
         On(Mnemonic.Jcxz, (c, ref d) => JumpIfCountZero(c, ref d));
         On(Mnemonic.Jecxz, (c, ref d) => JumpIfCountZero(c, ref d));
-        On(Mnemonic.Loop, (c, ref d) => Loop(c, ref d), 0);
-        On(Mnemonic.Loope, (c, ref d) => Loop(c, ref d), 1);
-        On(Mnemonic.Loopne, (c, ref d) => Loop(c, ref d), 2);
+        // LOOPcc: Aux = condition (0 none, 1 ZF=1, 2 ZF=0) + 4 when the counter is CX (Iced's *_CX forms).
+        foreach (var (m, cond) in new[] { (Mnemonic.Loop, 0), (Mnemonic.Loope, 1), (Mnemonic.Loopne, 2) })
+        {
+            foreach (var code in s_codesByMnemonic.Value[(int)m])
+            {
+                bool cx = code.ToString().EndsWith("_CX", StringComparison.Ordinal);
+                On(code, (c, ref d) => Loop(c, ref d), (byte)(cond | (cx ? 4 : 0)));
+            }
+        }
         On(Mnemonic.Ret, (c, ref d) => RetNear(c, ref d));
         On(Mnemonic.Retf, (c, ref d) => RetFar(c, ref d));
         On(Mnemonic.Int, (c, ref d) => c.SoftwareInterrupt((byte)d.Imm, InterruptKind.Software, ref d));
@@ -132,7 +138,8 @@ public sealed partial class Cpu
     // LOOP/LOOPE/LOOPNE: the counter is CX or ECX by address size (Iced's *_CX / *_ECX forms).
     private static void Loop(Cpu c, ref DecodedInsn d)
     {
-        bool cx = d.I.Code.ToString().EndsWith("_CX", StringComparison.Ordinal);
+        bool cx = (d.Aux & 4) != 0;
+        int cond = d.Aux & 3;
         uint count;
         if (cx)
         {
@@ -143,7 +150,7 @@ public sealed partial class Cpu
         {
             count = --c._gpr[1];
         }
-        bool take = count != 0 && (d.Aux == 0 || (d.Aux == 1 ? c.GetZF() : !c.GetZF()));
+        bool take = count != 0 && (cond == 0 || (cond == 1 ? c.GetZF() : !c.GetZF()));
         if (take)
         {
             c.BranchNear(d.Imm, 4);

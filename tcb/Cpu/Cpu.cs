@@ -286,14 +286,18 @@ public sealed partial class Cpu
         Block? block = FetchBlock();
         if (block is null)
         {
+            _lastBlock = null;
             // The fetch raised a fault (#PF, #GP on CS limit); deliver it.
             HandlePendingFault();
             return;
         }
+        _lastBlock = block.Cached ? block : null;
         var insns = block.Insns;
         int count = block.Count;
-        if (singleStep)
+        if (singleStep || _shadowAt == _icount)
         {
+            // One instruction only: after TF for the #DB trap, after STI/MOV SS so that the
+            // boundary right after the shadowed instruction is checked for interrupts.
             count = 1;
         }
         for (int i = 0; i < count; i++)

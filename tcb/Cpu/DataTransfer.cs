@@ -54,6 +54,8 @@ public sealed partial class Cpu
         On(Mnemonic.Cld, (c, ref d) => c._eflags &= ~EflagsBits.DF);
         On(Mnemonic.Std, (c, ref d) => c._eflags |= EflagsBits.DF);
         On(Mnemonic.Nop, (c, ref d) => { });
+        // SALC (D6): undocumented but present on P6 parts; AL = CF ? FF : 00.
+        On(Mnemonic.Salc, (c, ref d) => c.WriteReg(16, c.GetCF() ? 0xFFu : 0u));
         On(Mnemonic.Pause, (c, ref d) => { });
         // Hint NOPs 0F 18-1F with ModR/M (Iced: Nop_rm*, Prefetch*, Reservednop ...) are NOPs on P6
         // for the NOP_rm forms; PREFETCHh needs SSE and stays #UD.

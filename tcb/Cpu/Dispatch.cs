@@ -26,6 +26,7 @@ public sealed partial class Cpu
         RegisterSystem();
         RegisterIo();
         RegisterX87Gate();
+        RegisterFastPaths();
     }
 
     private static bool EndsBlock(Code code) => s_endsBlock[(int)code];

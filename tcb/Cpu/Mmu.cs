@@ -36,6 +36,7 @@ public sealed partial class Cpu
 
     private void UpdatePermissionBits()
     {
+        _fetchEpoch++;
         bool user = _cpl == 3;
         _permRead = user ? PermReadUser : PermReadSup;
         _permWrite = user ? PermWriteUser : PermWriteSup;
@@ -46,6 +47,7 @@ public sealed partial class Cpu
     /// <summary>Drops cached translations: all of them, or all but global pages (MOV CR3, SDM vol. 3, 4.10.4.1).</summary>
     internal void FlushTlb(bool includeGlobal)
     {
+        _fetchEpoch++;
         if (includeGlobal)
         {
             Array.Fill(_tlbTag, TlbInvalid);
@@ -63,6 +65,7 @@ public sealed partial class Cpu
     /// <summary>INVLPG: drops the translation for the page holding <paramref name="linear"/>, and the whole 4 MiB page if it was large.</summary>
     internal void InvalidatePage(uint linear)
     {
+        _fetchEpoch++;
         uint lpn = linear >> 12;
         int idx = (int)(lpn & TlbMask);
         _tlbTag[idx] = TlbInvalid;

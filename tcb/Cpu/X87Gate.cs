@@ -13,6 +13,32 @@ namespace SecureVmm.Tcb.Cpu;
 // reports that the unit exists (CPUID then sets the FPU bit), ResetX87 is called on RESET, and
 // X87WaitPending says whether FWAIT must raise #MF. Without it, x87 instructions that pass the
 // EM/TS checks raise #UD, WAIT is a no-op, and CPUID leaves the FPU bit clear.
+//
+// Wiring, in a file of tcb/Cpu/X87/ (sketch):
+//   public sealed partial class Cpu
+//   {
+//       private readonly X87Unit _x87 = new();
+//       partial void X87Available(ref bool present) => present = true;
+//       partial void ResetX87() => _x87.Reset();
+//       partial void X87WaitPending(ref bool pending) => pending = _x87.HasPendingUnmaskedException;
+//       partial void ExecuteX87(ref DecodedInsn d, ref bool handled)
+//       {
+//           handled = true;
+//           var mem = X87Memory;
+//           if (d.Kind0 == OpKindCode.Mem || d.Kind1 == OpKindCode.Mem) mem.Bind(ref d);
+//           var ctx = new X87CpuContext { Eflags = Eflags, RealMode = !ProtectedMode || V86Mode,
+//               OperandSize32 = _seg[(int)SegReg.Cs].Big ^ d.I.HasOperandSizePrefix..., Cs = _seg[1].Selector,
+//               Eip = d.Eip, DataSelector = mem.Selector, DataOffset = mem.Offset };
+//           switch (_x87.Execute(in d.I, mem, ref ctx))
+//           {
+//               case X87Outcome.MemoryFault: return;               // the fault is already raised
+//               case X87Outcome.FloatingPointError: RaiseX87Error(); return;
+//           }
+//           if (ctx.AxWritten) WriteReg(8, ctx.Ax);                 // AX
+//           Eflags = ctx.Eflags;                                    // FCOMI/FUCOMI set ZF/PF/CF
+//       }
+//       internal sealed partial class X87MemoryAccess : IX87Memory { }
+//   }
 public sealed partial class Cpu
 {
     private static void RegisterX87Gate()
@@ -20,10 +46,10 @@ public sealed partial class Cpu
         foreach (var code in Enum.GetValues<Code>())
         {
             var info = code.ToOpCode();
-            // Register forms carry their ModRM byte in the opcode (D8C0 ...): take the escape byte.
-            uint escape = info.OpCodeLength == 2 ? info.OpCode >> 8 : info.OpCode;
+            // Iced stores two-byte x87 opcodes (D9 E8 ...) as one number: take the first byte.
+            uint first = info.OpCodeLength == 2 ? info.OpCode >> 8 : info.OpCode;
             if (info.Encoding == EncodingKind.Legacy && info.Table == OpCodeTableKind.Normal
-                && escape >= 0xD8 && escape <= 0xDF && (info.Mode16 || info.Mode32))
+                && first >= 0xD8 && first <= 0xDF && (info.Mode16 || info.Mode32))
             {
                 On(code, (c, ref d) => X87Escape(c, ref d));
             }
@@ -41,6 +67,11 @@ public sealed partial class Cpu
             return present;
         }
     }
+
+    private X87MemoryAccess? _x87Memory;
+
+    /// <summary>The reusable memory adapter handed to the x87 unit (allocated once).</summary>
+    internal X87MemoryAccess X87Memory => _x87Memory ??= new X87MemoryAccess(this);
 
     partial void X87Available(ref bool present);
 

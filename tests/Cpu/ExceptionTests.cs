@@ -205,3 +205,54 @@ public class ExceptionTests
         Assert.NotEqual(0u, h.Cpu.Esi & EflagsBits.IF); // IRET restored IF
     }
 }
+
+public class TaskSwitchTests
+{
+    [Fact]
+    public void CallToTssNestsAndIretReturns()
+    {
+        using var h = new CpuHarness();
+        F.Install(h);
+        for (int v = 0; v < 32; v++)
+        {
+            F.RecordingHandler(h, v);
+        }
+        // Second task (the #DF TSS slot reused): runs at HandlerBase + 0x9000, then IRETs back.
+        h.WriteU32(F.DfTss + 32, F.HandlerBase + 0x9000);
+        h.WriteU32(F.DfTss + 36, 0x2);
+        h.WriteU32(F.DfTss + 40, 0x1111);                 // EAX of the new task
+        h.WriteU32(F.DfTss + 56, F.DfStack);
+        h.WriteU32(F.DfTss + 72, F.KernelData);
+        h.WriteU32(F.DfTss + 76, F.KernelCode);
+        h.WriteU32(F.DfTss + 80, F.KernelData);
+        h.WriteU32(F.DfTss + 84, F.KernelData);
+        h.Load(F.HandlerBase + 0x9000, CpuHarness.Assemble(32, F.HandlerBase + 0x9000, a =>
+        {
+            a.mov(__dword_ptr[0x9600], eax);
+            a.str(ax);
+            a.mov(__word_ptr[0x9604], ax);
+            a.pushfd();
+            a.pop(__dword_ptr[0x9608]);
+            a.iretd();                                    // NT=1: back to the caller task
+        }));
+        h.Load32(0x1000, a =>
+        {
+            F.Prologue(a);
+            a.mov(eax, 0x2222);
+            a.call(F.DfTssSel, 0);
+            a.mov(ebx, eax);                              // restored EAX of the first task
+            a.str(cx);
+            a.Exit(0x42);
+        });
+        Assert.Equal(RunStatus.Stopped, h.Run());
+        Assert.Equal(0x42u, h.DebugExitValue);
+        Assert.Equal(0x1111u, h.ReadU32(0x9600));
+        Assert.Equal((uint)F.DfTssSel, h.ReadU32(0x9604) & 0xFFFF);
+        Assert.NotEqual(0u, h.ReadU32(0x9608) & EflagsBits.NT);
+        Assert.Equal(0x2222u, h.Cpu.Ebx);
+        Assert.Equal((uint)F.TssSel, h.Cpu.Ecx & 0xFFFF);
+        // The nested task's descriptor is free again, the caller's stays busy.
+        Assert.Equal(0x89u, h.Ram.Slice(F.Gdt + F.DfTssSel + 5, 1)[0] & 0x8Fu);
+        Assert.Equal(0x8Bu, h.Ram.Slice(F.Gdt + F.TssSel + 5, 1)[0] & 0x8Fu);
+    }
+}

@@ -203,4 +203,44 @@ public class PrivilegeTests
         Assert.Equal(0x1Bu, F.Rec(h, 3));                               // CS = SYSENTER_CS + 16 | 3
         Assert.Equal(F.UserStack - 0x100, F.Rec(h, 5));                 // ESP from ECX
     }
+
+    [Fact]
+    public void CallGateCopiesParametersAndFarReturnGoesBackToRing3()
+    {
+        // Call gate 0x38 (DPL 3, 2 dword parameters) to a ring-0 routine that sums them and RETFs 8.
+        using var h = BootToUser(a =>
+        {
+            a.mov(ax, F.UserData);
+            a.mov(ds, ax);
+            a.push(0x1000);
+            a.push(0x0234);
+            a.call(0x38, 0);                  // far call through the gate (offset ignored)
+            a.mov(__dword_ptr[0x9500], eax);
+            a.mov(__dword_ptr[0x9504], esp);
+            a.mov(ax, cs);
+            a.mov(__word_ptr[0x9508], ax);
+            a.@int(0x81);                     // DPL-0 gate: #GP ends the test
+        }, setup: h =>
+        {
+            F.WriteU64(h, F.Gdt + 0x38, (F.HandlerBase + 0x90 * 0x100 & 0xFFFF) | ((ulong)F.KernelCode << 16)
+                | (2UL << 32) | (0xECUL << 40) | ((ulong)((F.HandlerBase + 0x90 * 0x100) >> 16) << 48));
+            F.Handler(h, 0x90, a =>
+            {
+                a.mov(eax, __dword_ptr[esp + 8]);    // parameters follow the return CS:EIP
+                a.add(eax, __dword_ptr[esp + 12]);
+                a.mov(ebx, __dword_ptr[esp + 16]);   // caller ESP
+                a.mov(ecx, __dword_ptr[esp + 20]);   // caller SS
+                a.mov(__dword_ptr[F.Record + 0x100], ebx);
+                a.mov(__dword_ptr[F.Record + 0x104], ecx);
+                a.retf(8);
+            });
+        });
+        Assert.Equal(RunStatus.Stopped, h.Run());
+        Assert.Equal(0x1234u, h.ReadU32(0x9500));
+        Assert.Equal(F.UserStack - 8 + 8, h.ReadU32(0x9504));       // RETF 8 released the parameters
+        Assert.Equal((uint)F.UserCode, h.ReadU32(0x9508) & 0xFFFF);
+        Assert.Equal(F.UserStack - 8, h.ReadU32(F.Record + 0x100));
+        Assert.Equal((uint)F.UserData, h.ReadU32(F.Record + 0x104));
+        Assert.Equal(13u, F.Rec(h, 0));
+    }
 }

@@ -55,7 +55,7 @@ public static class SystemFixture
     /// <summary>Code that loads GDTR/IDTR/TR from the fixture and reloads the segment registers.</summary>
     public static void Prologue(Assembler a)
     {
-        a.mov(__word_ptr[Gdt + 0xF00], (ushort)(7 * 8 - 1));
+        a.mov(__word_ptr[Gdt + 0xF00], (ushort)(16 * 8 - 1));
         a.mov(__dword_ptr[Gdt + 0xF02], Gdt);
         a.lgdt(__[Gdt + 0xF00]);
         a.mov(__word_ptr[Gdt + 0xF10], (ushort)(256 * 8 - 1));

@@ -382,6 +382,141 @@ public class DifferentialTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void DataMovementStackAndControlFlow()
+    {
+        var p = new GuestProgram();
+        const uint buf = GuestProgram.ScratchAddress;
+        foreach (uint x in new uint[] { 0x0000_0080, 0x8000_7F80, 0xFFFF_FFFF, 0x1234_5678 })
+        {
+            p.Case($"extend and exchange {x:X}", (a, _) =>
+            {
+                a.mov(edx, x);
+                a.movzx(eax, dl);
+                a.movsx(ebx, dx);
+                a.movsx(ecx, dl);
+                a.mov(esi, x);
+                a.cbw();
+                a.xchg(si, ax);
+                a.cwde();
+                a.cdq();
+                a.xchg(ebx, edx);
+                a.bswap(ecx);
+                a.mov(__dword_ptr[buf], x);
+                a.xchg(__dword_ptr[buf], edi);
+                a.mov(ebp, __dword_ptr[buf]);
+            });
+        }
+        p.Case("push/pop forms, pusha/popa, enter/leave", (a, _) =>
+        {
+            a.mov(ebp, 0x8_8000u);
+            a.push(0x1234_5678);
+            a.push(-2);
+            a.push(__word_ptr[GuestProgram.StackTop - 8]);
+            a.pop(ax);
+            a.pop(ebx);
+            a.pop(ecx);
+            a.pushad();
+            a.mov(eax, 0);
+            a.mov(edi, 0);
+            a.popad();
+            a.enter(16, 0);
+            a.mov(esi, esp);
+            a.mov(edi, ebp);
+            a.leave();
+            a.enter(8, 2);
+            a.mov(edx, esp);
+            a.leave();
+            a.push(__dword_ptr[GuestProgram.StackTop - 4]);
+            a.pop(__dword_ptr[buf]);
+            a.mov(ebx, __dword_ptr[buf]);
+        });
+        p.Case("lahf/sahf, xlat, flags instructions", (a, _) =>
+        {
+            a.mov(ah, 0xD5);
+            a.sahf();
+            a.lahf();
+            a.mov(ebx, eax);
+            a.mov(__dword_ptr[buf], 0x4433_2211u);
+            a.mov(ebx, buf);
+            a.mov(al, 2);
+            a.xlatb();
+            a.stc();
+            a.cmc();
+            a.setc(cl);
+            a.std();
+            a.pushfd();
+            a.cld();
+            a.pop(edx);
+            a.and(edx, 0x0CD5);
+        });
+        p.Case("call/ret, loop, jecxz, indirect jumps", (a, g) =>
+        {
+            a.xor(eax, eax);
+            a.mov(ecx, 5);
+            g.Mark("loopTop");
+            a.add(eax, ecx);
+            a.loop(g.AddressOf("loopTop"));
+            a.mov(ecx, 0);
+            a.jecxz(g.AddressOf("skipped"));
+            a.mov(eax, 0xDEAD);
+            g.Mark("skipped");
+            a.call(g.AddressOf("sub1"));
+            a.mov(edx, g.AddressOf("after"));
+            a.jmp(edx);
+            a.mov(eax, 0xBAD);
+            g.Mark("after");
+            a.mov(__dword_ptr[buf], g.AddressOf("sub1"));
+            a.call(__dword_ptr[buf]);
+            a.mov(ecx, 10);
+            a.mov(ebx, 0);
+            g.Mark("loopz");
+            a.inc(ebx);
+            a.cmp(ebx, 3);
+            a.loopne(g.AddressOf("loopz"));
+            a.jmp(g.AddressOf("end"));
+            g.Mark("sub1");
+            a.add(esi, 0x10);
+            a.ret(0);
+            g.Mark("end");
+        });
+        p.Case("far JMP/CALL direct and indirect, RETF imm", (a, g) =>
+        {
+            a.jmp((ushort)0x08, g.AddressOf("farTarget"));
+            a.mov(eax, 0xBAD);
+            g.Mark("farTarget");
+            a.push(0x55);
+            a.call((ushort)0x08, g.AddressOf("farSub"));
+            a.mov(__dword_ptr[buf], g.AddressOf("farSub"));
+            a.mov(__word_ptr[buf + 4], (ushort)0x08);
+            a.push(0x66);
+            a.call(__fword_ptr[buf]);
+            a.jmp(g.AddressOf("farEnd"));
+            g.Mark("farSub");
+            a.add(esi, __dword_ptr[esp + 8]);
+            a.mov(ecx, __dword_ptr[esp + 4]);
+            a.retf(4);
+            g.Mark("farEnd");
+            a.mov(edx, esp);
+        });
+        p.Case("16-bit addressing and operand-size prefixes", (a, _) =>
+        {
+            a.mov(__dword_ptr[buf + 0x1234], 0xCAFE_F00Du);
+            a.mov(esi, buf);
+            a.mov(ebx, 0x1234);
+            a.mov(eax, __dword_ptr[esi + ebx]);
+            a.mov(cx, __word_ptr[esi + ebx + 2]);
+            a.add(cx, 0x7FFF);
+            a.adc(dl, 0x80);
+            a.imul(bx, cx, 3);
+            a.mov(edi, buf + 0x100);
+            a.mov(ecx, 3);
+            a.rep.stosw();
+            a.mov(ebp, __dword_ptr[buf + 0x100]);
+        });
+        Compare(p);
+    }
+
+    [Fact]
     public void PagingAndExceptions()
     {
         var p = new GuestProgram();
@@ -439,6 +574,44 @@ public class DifferentialTests(ITestOutputHelper output)
             a.mov(eax, cr0);
             a.and(eax, 0x7FFF_FFFFu);
             a.mov(cr0, eax);
+        });
+        p.Case("ring 3 round trip: IRET out, INT 80h back, #GP on CLI", (a, g) =>
+        {
+            g.SetGate(a, 0x80, "sys80", 3);
+            a.mov(__dword_ptr[GuestProgram.ResumeEsp], esp);
+            a.mov(__dword_ptr[GuestProgram.ResumeEip], g.AddressOf("ring3Done"));
+            a.push(0x23);
+            a.push(0x7_0000);
+            a.push(0x202 & ~0x200);
+            a.push(0x1B);
+            a.push(g.AddressOf("ring3Code"));
+            a.iretd();
+            g.Mark("ring3Code");
+            a.mov(eax, 0xABCD);
+            a.@int(0x80);
+            a.mov(ebx, eax);
+            a.cli();                                       // #GP(0): CPL 3 > IOPL 0
+            g.Mark("sys80");
+            // Frame from ring 3: EIP, CS, EFLAGS, ESP, SS.
+            a.mov(esi, esp);
+            a.mov(eax, __dword_ptr[esp]);
+            a.sub(eax, g.AddressOf("ring3Code"));
+            a.call(g.AddressOf("printHex"));
+            foreach (int off in new[] { 4, 8, 12, 16 })
+            {
+                a.mov(eax, __dword_ptr[esp + off]);
+                a.call(g.AddressOf("printHex"));
+            }
+            a.mov(eax, esp);
+            a.call(g.AddressOf("printHex"));
+            a.mov(eax, 0x5678);
+            a.iretd();
+            g.Mark("ring3Done");
+            a.mov(ax, 0x10);
+            a.mov(ds, ax);
+            a.mov(es, ax);
+            a.mov(fs, ax);
+            a.mov(gs, ax);
         });
         p.Case("#GP, #UD, #DE, #BR and INT3", (a, g) =>
         {

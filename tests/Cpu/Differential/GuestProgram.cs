@@ -20,6 +20,16 @@ public sealed class GuestProgram
     public const uint ResumeEsp = 0x0030_2004;
     public const uint ScratchAddress = 0x0040_0000; // data area for cases
     public const uint StackTop = 0x0009_0000;
+    public const uint TssAddress = 0x0030_3000;
+    public const uint Ring0Stack = 0x0008_F000;
+
+    /// <summary>Installs IDT gate <paramref name="vector"/> (32-bit interrupt gate, given DPL) pointing at a label.</summary>
+    public void SetGate(Assembler a, int vector, string handlerLabel, int dpl)
+    {
+        uint handler = AddressOf(handlerLabel);
+        a.mov(__dword_ptr[IdtAddress + (uint)vector * 8], (0x08u << 16) | (handler & 0xFFFF));
+        a.mov(__dword_ptr[IdtAddress + (uint)vector * 8 + 4], (handler & 0xFFFF_0000) | 0x8E00u | ((uint)dpl << 13));
+    }
     /// <summary>Status flags and DF compared after each case (CF PF AF ZF SF DF OF).</summary>
     public const uint ComparedFlags = 0x0CD5;
 
@@ -92,7 +102,13 @@ public sealed class GuestProgram
         a.mov(__dword_ptr[GdtAddress + 28], 0x00CFFB00u);
         a.mov(__dword_ptr[GdtAddress + 32], 0x0000FFFFu);  // 0x20: ring-3 data
         a.mov(__dword_ptr[GdtAddress + 36], 0x00CFF300u);
-        a.mov(__word_ptr[GdtAddress + 0x100], (ushort)(5 * 8 - 1));
+        // 0x28: a 32-bit TSS at TssAddress (limit 0x67) with ESP0/SS0 for ring-3 cases.
+        a.mov(__dword_ptr[GdtAddress + 40], ((TssAddress & 0xFFFF) << 16) | 0x67u);
+        a.mov(__dword_ptr[GdtAddress + 44], (TssAddress & 0xFF00_0000) | 0x0000_8900u | ((TssAddress >> 16) & 0xFF));
+        a.mov(__dword_ptr[TssAddress + 4], Ring0Stack);
+        a.mov(__dword_ptr[TssAddress + 8], 0x10u);
+        a.mov(__word_ptr[TssAddress + 0x66], (ushort)0x68);
+        a.mov(__word_ptr[GdtAddress + 0x100], (ushort)(6 * 8 - 1));
         a.mov(__dword_ptr[GdtAddress + 0x102], GdtAddress);
         a.lgdt(__[GdtAddress + 0x100]);
         a.mov(esp, StackTop);
@@ -113,9 +129,11 @@ public sealed class GuestProgram
             a.mov(__dword_ptr[IdtAddress + (uint)v * 8], (0x08u << 16) | (stub & 0xFFFF));
             a.mov(__dword_ptr[IdtAddress + (uint)v * 8 + 4], (stub & 0xFFFF_0000) | 0x8E00);
         }
-        a.mov(__word_ptr[IdtAddress + 0x800], (ushort)(32 * 8 - 1));
+        a.mov(__word_ptr[IdtAddress + 0x800], (ushort)(256 * 8 - 1));
         a.mov(__dword_ptr[IdtAddress + 0x802], IdtAddress);
         a.lidt(__[IdtAddress + 0x800]);
+        a.mov(ax, 0x28);
+        a.ltr(ax);
 
         for (int i = 0; i < _cases.Count; i++)
         {
