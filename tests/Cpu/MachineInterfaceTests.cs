@@ -1,3 +1,4 @@
+using SecureVmm.Tcb.Cpu.X87;
 using SecureVmm.Tcb.Cpu;
 using SecureVmm.Tcb.Devices;
 using SecureVmm.Tcb.Exits;
@@ -113,7 +114,7 @@ public class MachineInterfaceTests
         var leaf1 = h.Exits.First(e => e.Kind == ExitKind.Cpuid);
         Assert.Equal(1u, leaf1.Leaf);
         Assert.Equal(CpuidModel.Signature, leaf1.Eax);
-        Assert.Equal(CpuidModel.BaseFeatures, h.Cpu.Esi);    // no FPU until the x87 unit is wired, no PAE/APIC
+        Assert.Equal(CpuidModel.BaseFeatures | 1u, h.Cpu.Esi); // the x87 unit is wired: FPU; no PAE/APIC
         Assert.Equal(0u, h.Cpu.Esi & (1u << 6));             // PAE never advertised
         Assert.Equal(0x756E_6547u, h.Cpu.Ebx);               // "Genu"
     }
@@ -233,7 +234,7 @@ public class MachineInterfaceTests
     }
 
     [Fact]
-    public void X87OpcodesRaiseNmWithEmOrTsAndUdWithoutAUnit()
+    public void X87OpcodesRaiseNmWithEmOrTsAndRunOtherwise()
     {
         using var h = new CpuHarness();
         F.Install(h);
@@ -257,11 +258,27 @@ public class MachineInterfaceTests
         h2.Load32(0x1000, a =>
         {
             F.Prologue(a);
+            a.mov(eax, cr0);
+            a.or(eax, 4);            // EM
+            a.mov(cr0, eax);
             a.fld1();
             a.Exit(0x7F);
         });
         Assert.Equal(RunStatus.Stopped, h2.Run());
-        Assert.Equal(6u, F.Rec(h2, 0));
+        Assert.Equal(7u, F.Rec(h2, 0));
+        using var h3 = new CpuHarness();
+        F.Install(h3);
+        F.RecordingHandler(h3, 6);
+        F.RecordingHandler(h3, 7);
+        h3.Load32(0x1000, a =>
+        {
+            F.Prologue(a);
+            a.fld1();                // EM=0, TS=0: the x87 unit executes it
+            a.Exit(0x7F);
+        });
+        Assert.Equal(RunStatus.Stopped, h3.Run());
+        Assert.Equal(0u, F.Rec(h3, 0));
+        Assert.Equal(Float80.FromDouble(1.0), h3.Cpu.X87.ReadStack(0));
     }
 
     [Fact]

@@ -1,4 +1,3 @@
-// Rename to CpuIntegrationTests.cs once the cpu branch is merged together with CpuBinding.cs.
 using SecureVmm.Tcb.Cpu;
 using SecureVmm.Tcb.Cpu.X87;
 using SecureVmm.Tests.Cpu;

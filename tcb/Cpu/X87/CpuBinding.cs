@@ -1,5 +1,3 @@
-// Rename to CpuBinding.cs once the cpu branch (its X87Gate.cs partial methods and X87Memory adapter)
-// is merged: it does not compile without the CPU, so it is kept out of the build until then.
 using Iced.Intel;
 using SecureVmm.Tcb.Cpu.X87;
 
