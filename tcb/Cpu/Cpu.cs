@@ -82,7 +82,7 @@ public sealed partial class Cpu
     /// <summary>TSC ticks per retired instruction (deterministic virtual time; RDTSC = count × ratio + offset).</summary>
     public uint TscPerInstruction { get; set; } = 1;
 
-    /// <summary>The x87 unit when one is wired; until then x87 opcodes raise #NM/#UD (see X87Gate.cs).</summary>
+    /// <summary>True after HLT until an interrupt is delivered.</summary>
     public bool IsHalted => _halted;
     public bool IsShutdown => _shutdown;
 
@@ -147,6 +147,8 @@ public sealed partial class Cpu
         _ldtr = new SegmentCache { Attributes = 0x82, Limit = 0xFFFF };
         _tr = new SegmentCache { Attributes = 0x8B, Limit = 0xFFFF };
         _sysenterCs = _sysenterEsp = _sysenterEip = 0;
+        // RESET clears the TSC (SDM vol. 3, 17.17); virtual time itself keeps counting.
+        _tscOffset = 0 - (ulong)_icount * TscPerInstruction;
         _halted = false;
         _shutdown = false;
         _shadowAt = -1;
@@ -363,7 +365,7 @@ public sealed partial class Cpu
     // EIP of the instruction being executed, for exit records and fault frames.
     internal uint _currentInsnEip;
 
-    /// <summary>Restart execution after a Stopped status; a no-op otherwise.</summary>
+    /// <summary>Leaves the halted state without an interrupt (e.g. for an INIT/NMI-like wake-up by the machine).</summary>
     public void ClearHalt() => _halted = false;
 
     private ulong ReadTsc() => (ulong)_icount * TscPerInstruction + _tscOffset;
