@@ -161,3 +161,124 @@ public class DebianLinuxBootTests(ITestOutputHelper output)
         Assert.Equal(StopReason.PowerOff, vm.Outcome.Reason);
     }
 }
+
+/// <summary>
+/// Deterministic mode and the audit log on the real guest: two boots reach the shell prompt after
+/// exactly the same number of guest instructions (the second with the audit log attached, so
+/// recording does not perturb the guest), and the second boot's log verifies and holds exactly
+/// the port accesses the guest made.
+/// </summary>
+[Collection("Debian guest")]
+public class DebianLinuxDeterminismTests(ITestOutputHelper output)
+{
+    private sealed class CountingRecorder(IExitRecorder inner) : IExitRecorder
+    {
+        public readonly Dictionary<(Tcb.Exits.ExitKind, ushort), long> Ports = [];
+        public bool TryRecord(in Tcb.Exits.VmExit exit, long virtualTimeNs)
+        {
+            if (exit.Kind is Tcb.Exits.ExitKind.IoIn or Tcb.Exits.ExitKind.IoOut)
+            {
+                var key = (exit.Kind, exit.Port);
+                Ports[key] = Ports.GetValueOrDefault(key) + 1;
+            }
+            return inner.TryRecord(in exit, virtualTimeNs);
+        }
+        public string? FailureReason => inner.FailureReason;
+    }
+
+    private long BootToPrompt(byte[] kernel, byte[] initrd, IExitRecorder? recorder)
+    {
+        var serial = new DebianLinuxBootTests.WatchingSerial(DebianLinuxBootTests.Prompt);
+        using var vm = new VirtualMachine(new MachineConfig
+        {
+            Name = "debian", MemoryBytes = 256L << 20, Clock = ClockMode.Deterministic, Serial = serial,
+            RtcStart = new DateTimeOffset(2026, 11, 21, 12, 0, 0, TimeSpan.Zero), Recorder = recorder,
+        });
+        serial.Vm = vm;
+        vm.Boot(BzImageLoader.Load(vm.Ram, kernel, "console=ttyS0 quiet", initrd));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        vm.Start();
+        var deadline = DateTime.UtcNow.AddMinutes(8);
+        while (serial.MarkerAtInstruction < 0 && vm.IsRunning && DateTime.UtcNow < deadline)
+        {
+            Thread.Sleep(20);
+        }
+        vm.RequestStop();
+        vm.WaitForExit(TimeSpan.FromMinutes(1));
+        output.WriteLine($"prompt at {serial.MarkerAtInstruction:N0} instructions ({clock.Elapsed.TotalSeconds:F1} s wall, {vm.ExitCount:N0} exits)");
+        Assert.True(serial.MarkerAtInstruction > 0, $"no prompt: {vm.Outcome}\n{serial.Text}");
+        return serial.MarkerAtInstruction;
+    }
+
+    [Fact]
+    public void TwoBootsReachThePromptAfterTheSameInstructionCountAndTheAuditLogMatches()
+    {
+        if (DebianLinuxBootTests.Guest(output) is not var (kernel, initrd))
+        {
+            return;
+        }
+        long first = BootToPrompt(kernel, initrd, null);
+
+        string dir = Directory.CreateTempSubdirectory("svmm-linux-audit").FullName;
+        try
+        {
+            string log = Path.Combine(dir, "linux.audit");
+            var writer = Tcb.Audit.AuditWriter.Create(log, Tcb.Audit.AuditLogHeader.Create(["debian"]), new Tcb.Audit.AuditWriterOptions());
+            var counting = new CountingRecorder(new AuditRecorder(writer, 0));
+            long second = BootToPrompt(kernel, initrd, counting);
+            Assert.True(writer.Close(), writer.FailureReason);
+            Assert.Equal(first, second);
+
+            var fromLog = new Dictionary<(Tcb.Exits.ExitKind, ushort), long>();
+            var result = Tcb.Audit.AuditLogVerifier.VerifyFile(log, null, (in Tcb.Audit.AuditRecord r) =>
+            {
+                if (r.Kind is Tcb.Audit.AuditKind.IoIn or Tcb.Audit.AuditKind.IoOut)
+                {
+                    var key = ((Tcb.Exits.ExitKind)r.Kind, r.Port);
+                    fromLog[key] = fromLog.GetValueOrDefault(key) + 1;
+                }
+            });
+            Assert.True(result.Ok, result.Problem?.ToString());
+            output.WriteLine($"audit log: {result.Records:N0} records, {new FileInfo(log).Length:N0} bytes; ports: " +
+                string.Join(", ", fromLog.OrderByDescending(p => p.Value).Take(8).Select(p => $"{p.Key.Item1} 0x{p.Key.Item2:X}={p.Value}")));
+            Assert.Equal(counting.Ports.OrderBy(p => p.Key).ToList(), fromLog.OrderBy(p => p.Key).ToList());
+            Assert.True(fromLog.GetValueOrDefault((Tcb.Exits.ExitKind.IoOut, (ushort)0x3F8)) > 100, "the guest's console output is in the log");
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+}
+
+/// <summary>With console=tty0 the kernel log appears on the VGA text screen (read through the screen API).</summary>
+[Collection("Debian guest")]
+public class DebianLinuxVgaConsoleTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void KernelLogAppearsOnTheVgaTextScreen()
+    {
+        if (DebianLinuxBootTests.Guest(output) is not var (kernel, initrd))
+        {
+            return;
+        }
+        using var vm = DebianLinuxBootTests.Boot(kernel, initrd, "console=tty0", new BufferSerialOutput());
+        vm.Start();
+        var deadline = DateTime.UtcNow.AddMinutes(8);
+        string screen = "";
+        while (vm.IsRunning && DateTime.UtcNow < deadline)
+        {
+            screen = vm.Vga.Snapshot().Text;
+            if (screen.Contains("Run /init as init process", StringComparison.Ordinal))
+            {
+                break;
+            }
+            Thread.Sleep(200);
+        }
+        vm.RequestStop();
+        vm.WaitForExit(TimeSpan.FromMinutes(1));
+        output.WriteLine(screen);
+        Assert.Contains("Run /init as init process", screen, StringComparison.Ordinal);
+        Assert.Matches(@"\[\s*\d+\.\d{6}\]", screen);
+    }
+}
