@@ -18,6 +18,8 @@ public static class Cli
         var root = new RootCommand(
             "SecureVmm: a secure-isolation appliance that runs policy-defined, signed VMs side by side " +
             "on a software x86 CPU, each bound to its own network, with a tamper-evident audit log.");
+        root.Subcommands.Add(Boot.BootCommand.Build());
+        root.Subcommands.Add(Guests.GuestCommand.Build());
         // The built-in --version reads the entry assembly; print this product's version instead.
         root.Options.OfType<VersionOption>().Single().Action = new PrintVersion();
         root.Subcommands.Add(Audit.AuditCommands.Build());

@@ -7,9 +7,11 @@ var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.Ordi
 {
     ["tcb-size"] = a => TcbSize.Print(TcbSize.FindRepoRoot(a.Length > 0 ? a[0] : Directory.GetCurrentDirectory())),
     ["audit"] = AuditBench.Run,
+    ["cpu"] = CpuBench.Run,
     ["devices"] = DeviceBench.Run,
     ["filter"] = FilterBench.Run,
     ["image"] = ImageBench.Run,
+    ["x87"] = X87Bench.Run,
 };
 if (args.Length > 0 && benchmarks.TryGetValue(args[0], out var run))
 {

@@ -47,6 +47,13 @@ public sealed class GuestRam : IDisposable
     /// <summary>All of guest RAM.</summary>
     public Span<byte> Span => _bytes;
 
+    /// <summary>
+    /// The backing array, for the CPU's soft-TLB fast path inside the TCB. Every index the CPU
+    /// forms is a page base found by the paging walker plus an in-page offset, both checked
+    /// against <see cref="Size"/> when the TLB entry is filled; array bounds checks remain.
+    /// </summary>
+    internal byte[] Bytes => _bytes;
+
     /// <summary>Scrubs the contents so no guest data outlives the VM.</summary>
     public void Dispose()
     {

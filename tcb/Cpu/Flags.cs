@@ -1,0 +1,144 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+
+namespace SecureVmm.Tcb.Cpu;
+
+// Lazy arithmetic flags. The last flag-setting instruction stores its result and a carry-out
+// vector (bit i = carry/borrow out of bit i), in the style of Bochs' lazy flags; the six status
+// flags are derived only when read: CF = carry out of the top bit, OF = carry into the top bit
+// XOR carry out of it, AF = carry out of bit 3 (Intel SDM vol. 1, 3.4.3.1). Instructions whose
+// flags are not an add/sub carry chain (shifts, MUL, ...) synthesize the vector from the flag
+// values they define, so one representation serves all.
+public sealed partial class Cpu
+{
+    private uint _lfResult;
+    private uint _lfCarries;
+    private int _lfTop;      // index of the operand's sign bit: 7, 15 or 31
+    private bool _lfLazy;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint SizeMask(int size) => size == 4 ? 0xFFFF_FFFFu : size == 2 ? 0xFFFFu : 0xFFu;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FlagsAdd(uint a, uint b, uint r, int size)
+    {
+        uint mask = SizeMask(size);
+        r &= mask;
+        _lfResult = r;
+        _lfCarries = (a & b) | ((a | b) & ~r);
+        _lfTop = size * 8 - 1;
+        _lfLazy = true;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FlagsSub(uint a, uint b, uint r, int size)
+    {
+        uint mask = SizeMask(size);
+        r &= mask;
+        _lfResult = r;
+        _lfCarries = (~a & b) | (~(a ^ b) & r);
+        _lfTop = size * 8 - 1;
+        _lfLazy = true;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FlagsLogic(uint r, int size)
+    {
+        _lfResult = r & SizeMask(size);
+        _lfCarries = 0;
+        _lfTop = size * 8 - 1;
+        _lfLazy = true;
+    }
+
+    /// <summary>Sets ZF/SF/PF from <paramref name="r"/> and CF/OF/AF as given.</summary>
+    private void FlagsExplicit(uint r, int size, bool cf, bool of, bool af)
+    {
+        int top = size * 8 - 1;
+        uint c = cf ? 1u : 0u;
+        uint o = of ? 1u : 0u;
+        _lfResult = r & SizeMask(size);
+        _lfCarries = (c << top) | ((c ^ o) << (top - 1)) | (af ? 8u : 0u);
+        _lfTop = top;
+        _lfLazy = true;
+    }
+
+    /// <summary>INC/DEC: like ADD/SUB of 1 but CF is preserved (SDM vol. 2, INC/DEC "Flags Affected").</summary>
+    private void FlagsIncDec(uint a, uint r, int size, bool dec)
+    {
+        bool cf = GetCF();
+        if (dec)
+        {
+            FlagsSub(a, 1, r, size);
+        }
+        else
+        {
+            FlagsAdd(a, 1, r, size);
+        }
+        FlagsExplicit(_lfResult, size, cf, GetOF(), GetAF());
+    }
+
+    internal bool GetCF() => _lfLazy ? ((_lfCarries >> _lfTop) & 1) != 0 : (_eflags & EflagsBits.CF) != 0;
+    internal bool GetZF() => _lfLazy ? _lfResult == 0 : (_eflags & EflagsBits.ZF) != 0;
+    internal bool GetSF() => _lfLazy ? ((_lfResult >> _lfTop) & 1) != 0 : (_eflags & EflagsBits.SF) != 0;
+    internal bool GetOF() => _lfLazy ? (((_lfCarries >> _lfTop) ^ (_lfCarries >> (_lfTop - 1))) & 1) != 0 : (_eflags & EflagsBits.OF) != 0;
+    internal bool GetAF() => _lfLazy ? (_lfCarries & 8) != 0 : (_eflags & EflagsBits.AF) != 0;
+    internal bool GetPF() => _lfLazy ? (BitOperations.PopCount(_lfResult & 0xFF) & 1) == 0 : (_eflags & EflagsBits.PF) != 0;
+
+    /// <summary>Evaluates condition code <paramref name="cc"/> (0-15, the tttn encoding of SDM vol. 2, B.1.4.7).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool Condition(int cc)
+    {
+        bool r = (cc >> 1) switch
+        {
+            0 => GetOF(),
+            1 => GetCF(),
+            2 => GetZF(),
+            3 => GetCF() || GetZF(),
+            4 => GetSF(),
+            5 => GetPF(),
+            6 => GetSF() != GetOF(),
+            _ => GetZF() || GetSF() != GetOF(),
+        };
+        return r ^ ((cc & 1) != 0);
+    }
+
+    /// <summary>Materializes the lazy status flags into the stored EFLAGS image.</summary>
+    private void SettleFlags()
+    {
+        if (!_lfLazy)
+        {
+            return;
+        }
+        uint f = _eflags & ~EflagsBits.Arithmetic;
+        if (GetCF()) f |= EflagsBits.CF;
+        if (GetPF()) f |= EflagsBits.PF;
+        if (GetAF()) f |= EflagsBits.AF;
+        if (GetZF()) f |= EflagsBits.ZF;
+        if (GetSF()) f |= EflagsBits.SF;
+        if (GetOF()) f |= EflagsBits.OF;
+        _eflags = f;
+        _lfLazy = false;
+    }
+
+    /// <summary>The full EFLAGS value. Setting it stores the value as is (callers apply the SDM's masks).</summary>
+    public uint Eflags
+    {
+        get
+        {
+            SettleFlags();
+            return _eflags;
+        }
+        set
+        {
+            _lfLazy = false;
+            _eflags = (value & EflagsBits.Writable) | EflagsBits.Reserved1;
+        }
+    }
+
+    /// <summary>Sets individual status flags (CF etc.) leaving the others.</summary>
+    private void SetFlagBits(uint mask, bool on)
+    {
+        SettleFlags();
+        _eflags = on ? _eflags | mask : _eflags & ~mask;
+    }
+}
