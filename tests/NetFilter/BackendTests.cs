@@ -1,3 +1,4 @@
+using SecureVmm.TestSupport;
 using System.Collections.Concurrent;
 using System.Net;
 using SecureVmm.NetFilter;

@@ -1,3 +1,4 @@
+using SecureVmm.TestSupport;
 using SecureVmm.NetFilter;
 using SecureVmm.NetFilter.Backends;
 using SecureVmm.NetFilter.Capture;

@@ -1,3 +1,4 @@
+using SecureVmm.TestSupport;
 using SecureVmm.NetFilter;
 using Xunit;
 using static SecureVmm.Tests.NetFilter.TestNet;

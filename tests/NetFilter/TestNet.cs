@@ -1,3 +1,4 @@
+using SecureVmm.TestSupport;
 using System.Net;
 using SecureVmm.NetFilter;
 

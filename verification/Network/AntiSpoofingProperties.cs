@@ -1,3 +1,4 @@
+using SecureVmm.TestSupport;
 using System.Buffers.Binary;
 using System.Net;
 using FsCheck;

@@ -2,7 +2,8 @@ using System.Buffers.Binary;
 using System.Net;
 using SecureVmm.NetFilter;
 
-namespace SecureVmm.Tests.NetFilter;
+// Shared by the tests and verification projects (verification links this file).
+namespace SecureVmm.TestSupport;
 
 /// <summary>
 /// Builds well-formed Ethernet frames for tests, with correct IPv4 header, ICMP, UDP/TCP and
