@@ -80,4 +80,49 @@ public class ProjectGuestsOnMachineTests(ITestOutputHelper output)
         Assert.Contains("you typed: secret plans", serial.Text, StringComparison.Ordinal);
         Assert.Equal(StopReason.HostStop, vm.Outcome.Reason);
     }
+
+    [Fact]
+    public void PausesResumesAndStopsCleanlyAtAnyPoint()
+    {
+        var serial = new BufferSerialOutput();
+        var vm = Boot(ProjectGuests.CpuHog(), serial);
+        vm.Start();
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (vm.InstructionCount < 1_000_000 && DateTime.UtcNow < deadline)
+        {
+            Thread.Sleep(5);
+        }
+        vm.Pause();
+        Assert.True(vm.IsPaused);
+        long paused = vm.InstructionCount;
+        Thread.Sleep(200);
+        Assert.Equal(paused, vm.InstructionCount); // nothing runs while paused
+        vm.Resume();
+        while (vm.InstructionCount == paused && DateTime.UtcNow < deadline)
+        {
+            Thread.Sleep(5);
+        }
+        Assert.True(vm.InstructionCount > paused, "the VM runs again after Resume");
+        vm.Dispose(); // stops the running VM, waits for its thread, scrubs its RAM
+        Assert.False(vm.IsRunning);
+        Assert.Equal(StopReason.HostStop, vm.Outcome.Reason);
+        Assert.Equal(0, vm.Ram.Size);
+    }
+
+    [Fact]
+    public void TwoVmsInOneProcessShareNothing()
+    {
+        var serialA = new BufferSerialOutput();
+        var serialB = new BufferSerialOutput();
+        using var a = Boot(ProjectGuests.Hello(), serialA);
+        using var b = Boot(ProjectGuests.Kiosk("B", 0x1F), serialB);
+        b.Start();
+        Assert.Equal(StopReason.DebugExit, a.RunToCompletion().Reason);
+        b.RequestStop();
+        b.WaitForExit(TimeSpan.FromSeconds(10));
+        Assert.Contains("Hello from the SecureVmm hello guest", serialA.Text, StringComparison.Ordinal);
+        Assert.DoesNotContain("kiosk", serialA.Text, StringComparison.Ordinal);
+        Assert.DoesNotContain("Hello", serialB.Text, StringComparison.Ordinal);
+        Assert.DoesNotContain("B", a.Vga.Snapshot().Text, StringComparison.Ordinal);
+    }
 }
