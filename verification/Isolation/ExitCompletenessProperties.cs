@@ -109,7 +109,7 @@ public class ExitCompletenessProperties
                     Assert.Equal(v, e.Value);
                 }
             }
-        }).Check(GuestPrograms.CaseConfig(50));
+        }).Check(GuestPrograms.CaseConfig(150));
     }
 
     [Fact]

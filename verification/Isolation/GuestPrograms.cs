@@ -318,7 +318,21 @@ public static class GuestPrograms
         return ci * (int.TryParse(soak, out int factor) && factor > 1 ? factor : 20);
     }
 
-    public static Config CaseConfig(int ci) => Config.QuickThrowOnFailure.WithMaxTest(Cases(ci));
+    /// <summary>
+    /// The FsCheck configuration for a property with <paramref name="ci"/> cases in CI. Each run draws a
+    /// fresh seed; a failure prints it as "(seed,gamma)". SECUREVMM_REPLAY="seed,gamma" replays it.
+    /// </summary>
+    public static Config CaseConfig(int ci)
+    {
+        Config config = Config.QuickThrowOnFailure.WithMaxTest(Cases(ci));
+        string? replay = Environment.GetEnvironmentVariable("SECUREVMM_REPLAY");
+        if (replay is not null && replay.Trim('(', ')', ' ').Split(',') is [var seed, var gamma]
+            && ulong.TryParse(seed.Trim(), out ulong s) && ulong.TryParse(gamma.Trim(), out ulong g))
+        {
+            config = config.WithReplay(new Replay(new Rnd(s, g), Microsoft.FSharp.Core.FSharpOption<int>.None));
+        }
+        return config;
+    }
 
     /// <summary>The guest's general registers and EIP/EFLAGS, for final-state comparisons.</summary>
     public static uint[] Registers(VirtualMachine vm)

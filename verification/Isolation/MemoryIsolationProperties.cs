@@ -59,6 +59,6 @@ public class MemoryIsolationProperties
             {
                 Assert.Equal(value, BitConverter.ToUInt32(a.Ram.Span.Slice((int)address, 4)));
             }
-        }).Check(GuestPrograms.CaseConfig(60));
+        }).Check(GuestPrograms.CaseConfig(150));
     }
 }

@@ -43,7 +43,7 @@ public class VmmRobustnessProperties
                 GuestRuntime.EmitLibrary(g);
             });
             AssertEndsCleanly(image, Convert.ToHexString(bytes));
-        }).Check(GuestPrograms.CaseConfig(300));
+        }).Check(GuestPrograms.CaseConfig(500));
     }
 
     [Fact]
@@ -68,7 +68,7 @@ public class VmmRobustnessProperties
                 GuestRuntime.EmitLibrary(g);
             });
             AssertEndsCleanly(image, $"jmp far 0x{target.Item1:X}:0x{target.Item2:X} then {Convert.ToHexString(tail)}");
-        }).Check(GuestPrograms.CaseConfig(100));
+        }).Check(GuestPrograms.CaseConfig(200));
     }
 
     [Fact]
@@ -78,6 +78,6 @@ public class VmmRobustnessProperties
         {
             // The same programs, but a faulting RDMSR/WRMSR reaches the runtime's stub: a debug exit.
             AssertEndsCleanly(GuestPrograms.Build("p", ops), string.Join("; ", ops));
-        }).Check(GuestPrograms.CaseConfig(50));
+        }).Check(GuestPrograms.CaseConfig(100));
     }
 }
