@@ -55,6 +55,8 @@ public class ExitCompletenessProperties
             AuditRecord r = exitRecords[i];
             Assert.Equal((byte)e.Kind, (byte)r.Kind);
             Assert.Equal(e.Eip, r.Eip);
+            // Deterministic clock at 1 ns per instruction and no idle time (interrupts stay off).
+            Assert.Equal(e.InstructionCount, r.VirtualTimeNs);
             switch (e.Kind)
             {
                 case ExitKind.IoIn or ExitKind.IoOut:
@@ -81,7 +83,7 @@ public class ExitCompletenessProperties
     {
         Prop.ForAll(Arb.From(GuestPrograms.Programs()), ops =>
         {
-            GuestImage image = GuestPrograms.Build("a", ops);
+            GuestImage image = GuestPrograms.Build("a", ops, default, out uint start, out uint end);
             var (tee, log, outcome) = RunAudited(image);
             Assert.Equal(StopReason.PowerOff, outcome.Reason);
             AssertLogMatchesTee(tee, log);
@@ -91,6 +93,9 @@ public class ExitCompletenessProperties
             int firstProgramExit = tee.Count - expected.Count;
             Assert.True(firstProgramExit >= 0, $"{tee.Count} exits, {expected.Count} expected from the program");
             var actual = tee.Skip(firstProgramExit).ToList();
+            // Exactly those trailing exits come from the generated instructions (the HLT's EIP is just before the end label).
+            Assert.Equal(expected.Count, tee.Count(e => e.Eip >= start && e.Eip < end));
+            Assert.All(actual, e => Assert.InRange(e.Eip, start, end - 1));
             for (int i = 0; i < expected.Count; i++)
             {
                 var x = expected[i];

@@ -148,10 +148,16 @@ public static class GuestPrograms
     /// then CLI; HLT (power-off). <paramref name="secret"/> fills the data section so that two
     /// builds of the same program can carry different secrets.
     /// </summary>
-    public static GuestImage Build(string name, IReadOnlyList<GuestOp> ops, ReadOnlySpan<byte> secret = default)
+    public static GuestImage Build(string name, IReadOnlyList<GuestOp> ops, ReadOnlySpan<byte> secret = default) =>
+        Build(name, ops, secret, out _, out _);
+
+    /// <summary>As <see cref="Build(string, IReadOnlyList{GuestOp}, ReadOnlySpan{byte})"/>, also giving the
+    /// guest addresses of the first generated instruction and of the final HLT's successor.</summary>
+    public static GuestImage Build(string name, IReadOnlyList<GuestOp> ops, ReadOnlySpan<byte> secret, out uint programStart, out uint programEnd)
     {
         byte[] secretCopy = secret.ToArray();
-        return GuestBuilder.Build(name, g =>
+        var bounds = new uint[2];
+        GuestImage image = GuestBuilder.Build(name, g =>
         {
             uint idt = GuestRuntime.Prologue(g);
             Assembler a = g.A;
@@ -169,6 +175,8 @@ public static class GuestPrograms
             a.hlt();
             g.Mark(ProgramEnd);
             a.jmp(g.Named(ProgramEnd));
+            bounds[0] = g.AddressOf(ProgramStart);
+            bounds[1] = g.AddressOf(ProgramEnd);
 
             // #GP handler: drop the error code, step over the faulting 2-byte MSR instruction (SDM vol. 3, 6.13: the
             // saved EIP of a fault points at the faulting instruction).
@@ -178,6 +186,9 @@ public static class GuestPrograms
             a.iretd();
             GuestRuntime.EmitLibrary(g);
         });
+        programStart = bounds[0];
+        programEnd = bounds[1];
+        return image;
     }
 
     private static readonly AssemblerRegister32[] AluRegs = [eax, ebx, ecx, edx];
