@@ -23,6 +23,13 @@ public static class CompareBench
 
     public static int Run(string[] args)
     {
+        if (args.Length == 2 && args[0] == "--memory-probe" && int.TryParse(args[1], out int probeMiB))
+        {
+            // Child-process half of the memory figure: a fresh process, so no earlier heap is handed back mid-measurement.
+            var (m, p) = MemoryOverhead(probeMiB);
+            Console.WriteLine($"{m} {p}");
+            return 0;
+        }
         int runs = 3;
         bool linux = true;
         for (int i = 0; i < args.Length; i++)
@@ -55,7 +62,8 @@ public static class CompareBench
             foreach (int mib in new[] { 16, 64, 256 })
             {
                 var (managed, privateBytes) = MemoryOverhead(mib);
-                Console.WriteLine($"  {mib,4} MiB guest RAM: managed heap +{managed / 1048576.0:F2} MiB beyond RAM, process private bytes {privateBytes / 1048576.0:+0.00;-0.00} MiB beyond RAM");
+                string fresh = MemoryInFreshProcess(mib);
+                Console.WriteLine($"  {mib,4} MiB guest RAM: managed heap +{managed / 1048576.0:F2} MiB beyond RAM, process private bytes {privateBytes / 1048576.0:+0.00;-0.00} MiB beyond RAM; {fresh}");
             }
             var workloads = new (string Name, GuestImage Image)[]
             {
@@ -228,6 +236,33 @@ public static class CompareBench
         GC.KeepAlive(vm);
         vm.Dispose();
         return (managedAfter - managedBefore - ram, privateAfter - privateBefore - ram);
+    }
+
+    /// <summary>The same measurement as the first VM of a fresh benchmark process (managed and private bytes beyond RAM).</summary>
+    private static string MemoryInFreshProcess(int mib)
+    {
+        string? self = Environment.ProcessPath;
+        string dll = typeof(CompareBench).Assembly.Location;
+        if (self is null)
+        {
+            return "fresh process: skipped (no process path)";
+        }
+        var info = new ProcessStartInfo(self) { RedirectStandardOutput = true, UseShellExecute = false };
+        if (Path.GetFileNameWithoutExtension(self) == "dotnet")
+        {
+            info.ArgumentList.Add(dll);
+        }
+        foreach (string a in new[] { "compare", "--memory-probe", mib.ToString(System.Globalization.CultureInfo.InvariantCulture) })
+        {
+            info.ArgumentList.Add(a);
+        }
+        using var p = Process.Start(info);
+        string line = p?.StandardOutput.ReadToEnd().Trim() ?? "";
+        p?.WaitForExit();
+        string[] parts = line.Split(' ');
+        return parts.Length == 2 && long.TryParse(parts[0], out long m) && long.TryParse(parts[1], out long pb)
+            ? $"fresh process: managed +{m / 1048576.0:F2} MiB, private bytes {pb / 1048576.0:+0.00;-0.00} MiB"
+            : $"fresh process: no figure ({line})";
     }
 
     private static void LinuxBoot(string? qemu, string temp, int runs)
