@@ -12,6 +12,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.Ordi
     ["filter"] = FilterBench.Run,
     ["image"] = ImageBench.Run,
     ["x87"] = X87Bench.Run,
+    ["compare"] = CompareBench.Run,
 };
 if (args.Length > 0 && benchmarks.TryGetValue(args[0], out var run))
 {

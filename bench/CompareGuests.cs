@@ -1,0 +1,144 @@
+using Iced.Intel;
+using SecureVmm.Policy.Guests;
+using static Iced.Intel.AssemblerRegisters;
+
+namespace SecureVmm.Bench;
+
+/// <summary>
+/// The comparison workloads: Multiboot guests built with the project's <see cref="GuestBuilder"/>
+/// and <see cref="GuestRuntime"/>, so the same bytes boot on SecureVmm and on
+/// <c>qemu-system-i386 -kernel</c>. Each does a fixed amount of work, prints one line on COM1 and
+/// writes 0 to the isa-debug-exit port (0xF4), so on QEMU the whole process's wall time covers the
+/// work and on SecureVmm the VM stops at the same point.
+/// </summary>
+public static class CompareGuests
+{
+    /// <summary>A port nothing decodes on SecureVmm's PC (see PcDevices) nor on QEMU's default i440FX PC.</summary>
+    public const ushort UnclaimedPort = 0x2E0;
+
+    /// <summary>
+    /// Integer workload: <paramref name="passes"/> passes of the checksum loop of the CPU benchmark
+    /// (loads, stores, ALU, rotates, LEA, a conditional call) over a 64 KiB buffer at 2 MiB,
+    /// flat protected mode, paging off. About 11.5 guest instructions per element, 16384 elements a pass.
+    /// </summary>
+    public static GuestImage Integer(int passes) => GuestBuilder.Build("cmp-integer", g =>
+    {
+        Assembler a = g.A;
+        GuestRuntime.Prologue(g);
+        var outer = a.CreateLabel();
+        var inner = a.CreateLabel();
+        var mix = a.CreateLabel();
+        var skip = a.CreateLabel();
+        var done = a.CreateLabel();
+        a.mov(ebx, 0x20_0000);
+        a.mov(ebp, passes);
+        a.Label(ref outer);
+        a.xor(esi, esi);
+        a.mov(ecx, 0x4000);
+        a.Label(ref inner);
+        a.mov(eax, __dword_ptr[ebx + esi * 4]);
+        a.add(edx, eax);
+        a.xor(edx, ecx);
+        a.rol(edx, 3);
+        a.lea(edi, __[edx + eax * 2 + 7]);
+        a.test(edi, 1);
+        a.jz(skip);
+        a.call(mix);
+        a.Label(ref skip);
+        a.mov(__dword_ptr[ebx + esi * 4], edi);
+        a.inc(esi);
+        a.dec(ecx);
+        a.jnz(inner);
+        a.dec(ebp);
+        a.jnz(outer);
+        a.jmp(done);
+        a.Label(ref mix);
+        a.imul(edi, edi, 31);
+        a.sub(edi, edx);
+        a.ret();
+        a.Label(ref done);
+        a.mov(eax, edx);
+        GuestRuntime.Print(g, "integer checksum ");
+        g.Call("rt_hex32");
+        GuestRuntime.Print(g, "\n");
+        GuestRuntime.ExitAndHalt(g, 0);
+        GuestRuntime.EmitLibrary(g);
+    });
+
+    /// <summary>
+    /// Paging workload: 4 KiB pages identity-mapping 0-8 MiB from two page directories (Intel SDM
+    /// vol. 3, 4.3, 32-bit paging); each round touches 256 pages of the 4-8 MiB window (load, add,
+    /// store, INVLPG per page, SDM vol. 3, 4.10.4.1) and then switches CR3 to the other directory,
+    /// which flushes every non-global translation. <paramref name="rounds"/> rounds.
+    /// Tables live at 8 MiB and up (the machine needs at least 16 MiB).
+    /// </summary>
+    public static GuestImage Paging(int rounds) => GuestBuilder.Build("cmp-paging", g =>
+    {
+        Assembler a = g.A;
+        GuestRuntime.Prologue(g);
+        const uint pd0 = 0x80_0000, pd1 = 0x80_1000, pt = 0x80_2000;
+        var fill = a.CreateLabel();
+        var loop = a.CreateLabel();
+        var touch = a.CreateLabel();
+        a.mov(edi, pt);
+        a.mov(eax, 0x7u);
+        a.mov(ecx, 2048);
+        a.Label(ref fill);
+        a.stosd();
+        a.add(eax, 0x1000);
+        a.dec(ecx);
+        a.jnz(fill);
+        a.mov(__dword_ptr[pd0], pt | 7u);
+        a.mov(__dword_ptr[pd0 + 4], (pt + 0x1000) | 7u);
+        a.mov(__dword_ptr[pd1], pt | 7u);
+        a.mov(__dword_ptr[pd1 + 4], (pt + 0x1000) | 7u);
+        a.mov(eax, pd0);
+        a.mov(cr3, eax);
+        a.mov(eax, cr0);
+        a.or(eax, 0x8000_0000u);
+        a.mov(cr0, eax);
+        a.mov(ebp, pd0 ^ pd1);
+        a.mov(ebx, rounds);
+        a.Label(ref loop);
+        a.mov(esi, 0x40_0000);
+        a.mov(ecx, 256);
+        a.Label(ref touch);
+        a.mov(eax, __dword_ptr[esi]);
+        a.add(eax, ecx);
+        a.mov(__dword_ptr[esi + 4], eax);
+        a.invlpg(__[esi]);
+        a.add(esi, 0x1000);
+        a.dec(ecx);
+        a.jnz(touch);
+        a.mov(eax, cr3);
+        a.xor(eax, ebp);
+        a.mov(cr3, eax);
+        a.dec(ebx);
+        a.jnz(loop);
+        GuestRuntime.Print(g, "paging done\n");
+        GuestRuntime.ExitAndHalt(g, 0);
+        GuestRuntime.EmitLibrary(g);
+    });
+
+    /// <summary>
+    /// I/O-exit workload: <paramref name="count"/> byte OUTs to <see cref="UnclaimedPort"/>, each a
+    /// VM exit on SecureVmm (every port access exits, and is audited when a log is attached) and an
+    /// unassigned-I/O access on QEMU.
+    /// </summary>
+    public static GuestImage PortIo(int count) => GuestBuilder.Build("cmp-io", g =>
+    {
+        Assembler a = g.A;
+        GuestRuntime.Prologue(g);
+        var loop = a.CreateLabel();
+        a.mov(dx, UnclaimedPort);
+        a.mov(ecx, count);
+        a.Label(ref loop);
+        a.mov(al, cl);
+        a.@out(dx, al);
+        a.dec(ecx);
+        a.jnz(loop);
+        GuestRuntime.Print(g, "io done\n");
+        GuestRuntime.ExitAndHalt(g, 0);
+        GuestRuntime.EmitLibrary(g);
+    });
+}
