@@ -87,7 +87,7 @@ public partial class LinuxVirtioNetTests(ITestOutputHelper output)
         {
             string reason = $"NOT RUN (ping part): {tapReason}; only the driver binding is checked";
             output.WriteLine(reason);
-            if (HostTools.InCi && TapBackend.UnavailableReason() is null)
+            if (HostTools.InCi && Environment.UserName == "root")
             {
                 Assert.Fail(reason); // root in CI: the ping part must run
             }
