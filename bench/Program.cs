@@ -11,6 +11,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.Ordi
     ["devices"] = DeviceBench.Run,
     ["filter"] = FilterBench.Run,
     ["image"] = ImageBench.Run,
+    ["nic"] = NicBench.Run,
     ["x87"] = X87Bench.Run,
     ["compare"] = CompareBench.Run,
 };

@@ -114,6 +114,9 @@ public sealed class VirtioNet : PciConfigSpace, IPortDevice
         WriteConfig(0x3C, 1, (uint)irqLine);
     }
 
+    /// <summary>The MAC address the device reports in its configuration space.</summary>
+    public ReadOnlySpan<byte> Mac => _mac;
+
     /// <summary>First port of the I/O window the appliance registers on the port bus.</summary>
     public ushort IoBase => _ioBase;
 
