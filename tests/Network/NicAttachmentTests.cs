@@ -1,3 +1,4 @@
+using SecureVmm.TestSupport;
 using FsCheck;
 using FsCheck.Fluent;
 using SecureVmm.Appliance.Network;
