@@ -1,5 +1,5 @@
 using Iced.Intel;
-using SecureVmm.Appliance;
+using SecureVmm.Tests.Support;
 using SecureVmm.Policy.Guests;
 using SecureVmm.Tcb.Audit;
 using SecureVmm.Tcb.Boot;
@@ -15,6 +15,7 @@ namespace SecureVmm.Tests.Machine;
 /// Hostile guests against the machine and the dev-boot command: each ends with the documented
 /// outcome and exit status, and the VMM stops cleanly.
 /// </summary>
+[Collection("PolicyConsole")]
 public class HostileGuestTests
 {
     private static GuestImage Guest(string name, Action<GuestBuilder> body) => GuestBuilder.Build(name, g =>
@@ -149,18 +150,7 @@ public class HostileGuestTests
         {
             string kernel = Path.Combine(dir, "k.bin");
             File.WriteAllBytes(kernel, image.Bytes);
-            var oldOut = Console.Out;
-            var oldErr = Console.Error;
-            Console.SetError(TextWriter.Null);
-            try
-            {
-                return Cli.Run(["boot", "--kernel", kernel, "--serial", Path.Combine(dir, "serial.txt"), .. extra]);
-            }
-            finally
-            {
-                Console.SetOut(oldOut);
-                Console.SetError(oldErr);
-            }
+            return CliRunner.Run(["boot", "--kernel", kernel, "--serial", Path.Combine(dir, "serial.txt"), .. extra]).Status;
         }
         finally
         {
@@ -189,7 +179,7 @@ public class HostileGuestTests
             Assert.Equal(1, Boot(ProjectGuests.Hello(), "--unsigned", "--debug-exit", "--audit", log));
             var report = AuditLogVerifier.VerifyFile(log, null);
             Assert.True(report.Ok, report.Problem?.ToString());
-            Assert.Equal(0, Cli.Run(["audit", "verify", log]));
+            Assert.Equal(0, CliRunner.Run("audit", "verify", log).Status);
         }
         finally
         {

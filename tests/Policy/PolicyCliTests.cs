@@ -8,25 +8,7 @@ namespace SecureVmm.Tests.Policy;
 [Collection("PolicyConsole")]
 public class PolicyCliTests
 {
-    internal static (int Status, string Out, string Err) Run(params string[] args)
-    {
-        var oldOut = Console.Out;
-        var oldErr = Console.Error;
-        using var o = new StringWriter();
-        using var e = new StringWriter();
-        Console.SetOut(o);
-        Console.SetError(e);
-        try
-        {
-            int status = Cli.Run(args);
-            return (status, o.ToString(), e.ToString());
-        }
-        finally
-        {
-            Console.SetOut(oldOut);
-            Console.SetError(oldErr);
-        }
-    }
+    internal static (int Status, string Out, string Err) Run(params string[] args) => Support.CliRunner.Run(args);
 
     private static void AssertNoStackTrace(string text) =>
         Assert.DoesNotContain("   at ", text, StringComparison.Ordinal);

@@ -3,27 +3,10 @@ using Xunit;
 
 namespace SecureVmm.Tests.Skeleton;
 
+[Collection("PolicyConsole")]
 public class CliTests
 {
-    private static (int Status, string Out, string Err) Run(params string[] args)
-    {
-        var oldOut = Console.Out;
-        var oldErr = Console.Error;
-        using var o = new StringWriter();
-        using var e = new StringWriter();
-        Console.SetOut(o);
-        Console.SetError(e);
-        try
-        {
-            int status = Cli.Run(args);
-            return (status, o.ToString(), e.ToString());
-        }
-        finally
-        {
-            Console.SetOut(oldOut);
-            Console.SetError(oldErr);
-        }
-    }
+    private static (int Status, string Out, string Err) Run(params string[] args) => Support.CliRunner.Run(args);
 
     [Fact]
     public void HelpListsExactlyTheCommandsThatExist()
