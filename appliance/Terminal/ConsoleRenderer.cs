@@ -1,6 +1,4 @@
 using System.Text;
-using Spectre.Console;
-using Spectre.Console.Rendering;
 
 namespace SecureVmm.Appliance.Terminal;
 
@@ -13,9 +11,8 @@ public sealed record ConsoleFrame(int Width, int Height, bool Unicode = true, st
 /// <summary>
 /// Draws the console: every pane framed by its label in its label's colour, the focused one with a
 /// double border and a focus marker, then one status row per VM and a key help row, all drawn by
-/// the appliance. Guest text appears only inside a frame, as plain text (Spectre <see cref="Text"/>,
-/// never markup), sanitized and cut to the frame's width and height, so it can neither leave its
-/// pane nor change a frame, a label or the status rows.
+/// the appliance. Guest text appears only inside a frame, sanitized and clipped to the frame's
+/// width and height, so it can neither leave its pane nor change a frame, a label or the status rows.
 /// </summary>
 public static class ConsoleRenderer
 {
@@ -24,7 +21,8 @@ public static class ConsoleRenderer
     /// <summary>The smallest screen the panes are drawn on; below it a one-line notice says so.</summary>
     public const int MinWidth = 24, MinHeight = 8;
 
-    public static IRenderable Build(IReadOnlyList<IConsolePane> panes, KeyRouter router, ConsoleFrame frame)
+    /// <summary>Draws a frame into a new grid.</summary>
+    public static CellGrid Draw(IReadOnlyList<IConsolePane> panes, KeyRouter router, ConsoleFrame frame)
     {
         ArgumentNullException.ThrowIfNull(panes);
         ArgumentNullException.ThrowIfNull(router);
@@ -32,112 +30,80 @@ public static class ConsoleRenderer
         {
             throw new ArgumentException($"{panes.Count} panes but the router has {router.PaneCount}", nameof(panes));
         }
+        var grid = new CellGrid(Math.Max(1, frame.Width), Math.Max(1, frame.Height), frame.Unicode);
         if (frame.Width < MinWidth || frame.Height < MinHeight)
         {
-            return TooSmall(panes, router, frame);
+            string text = $"terminal {frame.Width}x{frame.Height} is too small (needs {MinWidth}x{MinHeight}); focus: {PaneText.Title(panes[router.Focus])}";
+            grid.Put(0, 0, text, CellStyle.Plain);
+            return grid;
         }
 
-        var rows = new List<Layout>();
-        List<IRenderable> statusRows = StatusRows(panes, router, frame);
-        int statusHeight = frame.Height - statusRows.Count - 1 >= MinHeight ? statusRows.Count : 1;
-        if (statusHeight < statusRows.Count)
-        {
-            statusRows = [CompactStatus(panes, router, frame)];
-        }
-        int mainHeight = frame.Height - statusHeight - 1;
+        // Bottom up: the help row, the status rows (one per VM when there is room), the report, the panes.
+        int helpRow = frame.Height - 1;
+        DrawHelp(grid, helpRow, router);
+        int statusRows = panes.Count + (frame.Banner is null ? 0 : 1);
+        bool compact = frame.Height - 1 - statusRows < MinHeight;
+        int statusTop = helpRow - (compact ? 1 : statusRows);
+        DrawStatus(grid, statusTop, compact, panes, router, frame);
 
+        int mainHeight = statusTop;
         if (frame.StatusReport is not null)
         {
             string[] report = frame.StatusReport.Replace("\r", "", StringComparison.Ordinal).Split('\n');
-            int overlayHeight = Math.Min(report.Length + 2, mainHeight / 2);
-            if (overlayHeight >= 3)
+            int reportHeight = Math.Min(report.Length + 2, mainHeight / 2);
+            if (reportHeight >= 3)
             {
-                mainHeight -= overlayHeight;
-                rows.Add(new Layout("panes", Panes(panes, router, frame, frame.Width, mainHeight)).Size(mainHeight));
-                rows.Add(new Layout("report", Report(report, frame, overlayHeight)).Size(overlayHeight));
+                mainHeight -= reportHeight;
+                grid.Box(mainHeight, 0, frame.Width, reportHeight, BoxLines.Heavy, new CellStyle(Bold: true),
+                    "Status (Ctrl-A s closes)", new CellStyle(Bold: true));
+                for (int i = 0; i < Math.Min(report.Length, reportHeight - 2); i++)
+                {
+                    grid.Put(mainHeight + 1 + i, 2, PaneText.Sanitize(report[i]), CellStyle.Plain, frame.Width - 4);
+                }
             }
         }
-        if (rows.Count == 0)
+
+        if (router.Layout == ConsoleLayout.Single)
         {
-            rows.Add(new Layout("panes", Panes(panes, router, frame, frame.Width, mainHeight)).Size(mainHeight));
+            DrawPane(grid, panes[router.Focus], router.Focus, router, 0, 0, frame.Width, mainHeight);
+            return grid;
         }
-        rows.Add(new Layout("status", new Rows(statusRows)).Size(statusHeight));
-        rows.Add(new Layout("help", HelpRow(router, frame)).Size(1));
-        return new Layout("console").SplitRows([.. rows]);
+        PaneGrid layout = PaneGrid.Choose(panes.Count, frame.Width, mainHeight);
+        int[] heights = PaneGrid.Split(mainHeight, layout.Rows);
+        int top = 0;
+        for (int row = 0; row < layout.Rows; row++)
+        {
+            int first = row * layout.Columns;
+            int count = Math.Min(layout.Columns, panes.Count - first);
+            int[] widths = PaneGrid.Split(frame.Width, count); // a short last row widens its panes
+            int left = 0;
+            for (int i = 0; i < count; i++)
+            {
+                DrawPane(grid, panes[first + i], first + i, router, top, left, widths[i], heights[row]);
+                left += widths[i];
+            }
+            top += heights[row];
+        }
+        return grid;
     }
 
     /// <summary>A frame as plain text (no colour, no escape sequences): for tests and logs.</summary>
     public static string RenderPlain(IReadOnlyList<IConsolePane> panes, KeyRouter router, ConsoleFrame frame) =>
-        Render(Build(panes, router, frame), frame, AnsiSupport.No, ColorSystemSupport.NoColors);
+        Draw(panes, router, frame).ToPlainText();
 
-    /// <summary>A frame as the terminal receives it: with colour and styles in ANSI escape sequences.</summary>
-    public static string RenderAnsi(IReadOnlyList<IConsolePane> panes, KeyRouter router, ConsoleFrame frame, ColorSystemSupport colours) =>
-        Render(Build(panes, router, frame), frame, AnsiSupport.Yes, colours);
-
-    private static string Render(IRenderable renderable, ConsoleFrame frame, AnsiSupport ansi, ColorSystemSupport colours)
-    {
-        using var writer = new StringWriter();
-        IAnsiConsole console = AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Out = new AnsiConsoleOutput(writer),
-            Ansi = ansi,
-            ColorSystem = colours,
-            Interactive = InteractionSupport.No,
-            Enrichment = new ProfileEnrichment { UseDefaultEnrichers = false },
-        });
-        console.Profile.Width = frame.Width;
-        console.Profile.Height = frame.Height;
-        console.Profile.Capabilities.Unicode = frame.Unicode;
-        console.Write(renderable);
-        return writer.ToString();
-    }
-
-    private static IRenderable Panes(IReadOnlyList<IConsolePane> panes, KeyRouter router, ConsoleFrame frame, int width, int height)
-    {
-        if (router.Layout == ConsoleLayout.Single)
-        {
-            return Pane(panes[router.Focus], router.Focus, router, frame, width, height);
-        }
-        PaneGrid grid = PaneGrid.Choose(panes.Count, width, height);
-        int[] rowHeights = PaneGrid.Split(height, grid.Rows);
-        var rowLayouts = new Layout[grid.Rows];
-        for (int row = 0; row < grid.Rows; row++)
-        {
-            int first = row * grid.Columns;
-            int count = Math.Min(grid.Columns, panes.Count - first);
-            int[] widths = PaneGrid.Split(width, count); // a short last row widens its panes
-            var cells = new Layout[count];
-            for (int i = 0; i < count; i++)
-            {
-                cells[i] = new Layout(Pane(panes[first + i], first + i, router, frame, widths[i], rowHeights[row])).Size(widths[i]);
-            }
-            rowLayouts[row] = new Layout().SplitColumns(cells).Size(rowHeights[row]);
-        }
-        return new Layout().SplitRows(rowLayouts);
-    }
+    /// <summary>A frame as the terminal receives it: rows at absolute positions, colours and styles as SGR.</summary>
+    public static string RenderAnsi(IReadOnlyList<IConsolePane> panes, KeyRouter router, ConsoleFrame frame, ColourMode colours) =>
+        Draw(panes, router, frame).ToAnsi(colours);
 
     /// <summary>One VM's pane: a frame in the label's colour whose title the appliance writes, around the guest's screen.</summary>
-    private static Panel Pane(IConsolePane pane, int index, KeyRouter router, ConsoleFrame frame, int width, int height)
+    private static void DrawPane(CellGrid grid, IConsolePane pane, int index, KeyRouter router, int top, int left, int width, int height)
     {
         bool focused = index == router.Focus;
-        int innerWidth = Math.Max(0, width - PaneGrid.FrameColumns);
-        int innerHeight = Math.Max(0, height - PaneGrid.FrameRows);
         bool serial = router.ShowsSerial(index);
-        IReadOnlyList<string> lines = serial ? pane.Serial.Tail(innerHeight) : VgaLines(pane, innerHeight);
-        var body = new StringBuilder();
-        foreach (string line in lines)
-        {
-            if (body.Length > 0)
-            {
-                body.Append('\n');
-            }
-            body.Append(PaneText.Fit(PaneText.Sanitize(line), innerWidth));
-        }
-
         var title = new StringBuilder();
         if (focused)
         {
-            title.Append(frame.Unicode ? PaneText.FocusGlyph : PaneText.FocusGlyphAscii).Append(' ').Append(FocusWord).Append(" · ");
+            title.Append(grid.Unicode ? PaneText.FocusGlyph : PaneText.FocusGlyphAscii).Append(' ').Append(FocusWord).Append(" · ");
         }
         title.Append(index + 1).Append(' ').Append(PaneText.Title(pane));
         if (router.HasVga(index))
@@ -149,18 +115,20 @@ public static class ConsoleRenderer
         {
             title.Append(" · ").Append(StateWord(status.State));
         }
-        Color colour = PaneText.Colour(pane.Label.Colour);
-        string titleText = PaneText.Fit(title.ToString(), Math.Max(0, width - 4));
-        string titleStyle = focused ? $"bold {colour.ToMarkup()}" : colour.ToMarkup();
-        return new Panel(new Text(body.ToString()) { Overflow = Overflow.Crop })
+        var colour = new CellStyle(pane.Label.Colour, Bold: focused);
+        grid.Box(top, left, width, height, focused ? BoxLines.Double : BoxLines.Single, colour, title.ToString(), colour);
+
+        int innerWidth = width - PaneGrid.FrameColumns;
+        int innerHeight = height - PaneGrid.FrameRows;
+        if (innerWidth < 1 || innerHeight < 1)
         {
-            Header = new PanelHeader($"[{titleStyle}] {Markup.Escape(titleText)} [/]"),
-            Border = focused ? BoxBorder.Double : BoxBorder.Square,
-            BorderStyle = focused ? new Style(colour, decoration: Decoration.Bold) : new Style(colour),
-            Padding = new Padding(1, 0, 1, 0),
-            Expand = true,
-            Height = height,
-        };
+            return;
+        }
+        IReadOnlyList<string> lines = serial ? pane.Serial.Tail(innerHeight) : VgaLines(pane, innerHeight);
+        for (int i = 0; i < lines.Count && i < innerHeight; i++)
+        {
+            grid.Put(top + 1 + i, left + 2, PaneText.Sanitize(lines[i]), CellStyle.Plain, innerWidth);
+        }
     }
 
     /// <summary>The VGA text rows that fit, scrolled so that the cursor's row is visible.</summary>
@@ -181,44 +149,45 @@ public static class ConsoleRenderer
         return lines;
     }
 
-    private static List<IRenderable> StatusRows(IReadOnlyList<IConsolePane> panes, KeyRouter router, ConsoleFrame frame)
+    private static void DrawStatus(CellGrid grid, int top, bool compact, IReadOnlyList<IConsolePane> panes, KeyRouter router, ConsoleFrame frame)
     {
-        var rows = new List<IRenderable>(panes.Count + 1);
+        char focusGlyph = frame.Unicode ? PaneText.FocusGlyph : PaneText.FocusGlyphAscii;
+        int row = top;
+        int column = 0;
         if (frame.Banner is not null)
         {
-            rows.Add(new Markup($"[bold reverse] {Markup.Escape(PaneText.Fit(PaneText.Sanitize(frame.Banner), frame.Width - 2))} [/]"));
+            column = grid.Put(row, 0, " " + PaneText.Sanitize(frame.Banner) + " ", new CellStyle(Bold: true, Reverse: true));
+            if (!compact)
+            {
+                row++;
+                column = 0;
+            }
+            else
+            {
+                column++;
+            }
         }
         for (int i = 0; i < panes.Count; i++)
         {
             IConsolePane pane = panes[i];
             PaneStatus status = pane.Status;
-            char marker = i == router.Focus ? frame.Unicode ? PaneText.FocusGlyph : PaneText.FocusGlyphAscii : ' ';
-            string label = $"{marker} {i + 1} {PaneText.Title(pane)}";
+            string marker = i == router.Focus ? focusGlyph + " " : "  ";
+            var label = new CellStyle(pane.Label.Colour, Bold: i == router.Focus);
+            if (compact)
+            {
+                column = grid.Put(row, column, $"{marker}{i + 1} {PaneText.Level(pane.Label)} {PaneText.Sanitize(pane.VmName)}", label, appliance: true);
+                column = grid.Put(row, column, $": {StateWord(status.State)}  ", CellStyle.Plain);
+                continue;
+            }
+            column = grid.Put(row, 0, $"{marker}{i + 1} {PaneText.Title(pane)}", label, appliance: true);
             string state = StateWord(status.State) + (status.Detail.Length > 0 ? ": " + status.Detail : "");
-            string counters = $"  {PaneText.Count(status.Instructions)} instructions  {PaneText.Count(status.Exits)} exits";
-            string rest = PaneText.Fit(PaneText.Sanitize("  " + state + counters), Math.Max(0, frame.Width - label.Length));
-            rows.Add(new Markup(
-                $"[{PaneText.Colour(pane.Label.Colour).ToMarkup()}]{Markup.Escape(PaneText.Fit(label, frame.Width))}[/]{Markup.Escape(rest)}")
-            { Overflow = Overflow.Crop });
+            grid.Put(row, column, PaneText.Sanitize(
+                $"  {state}  {PaneText.Count(status.Instructions)} instructions  {PaneText.Count(status.Exits)} exits"), CellStyle.Plain);
+            row++;
         }
-        return rows;
     }
 
-    /// <summary>All VMs on one row, for short screens.</summary>
-    private static Markup CompactStatus(IReadOnlyList<IConsolePane> panes, KeyRouter router, ConsoleFrame frame)
-    {
-        var sb = new StringBuilder();
-        for (int i = 0; i < panes.Count; i++)
-        {
-            char marker = i == router.Focus ? frame.Unicode ? PaneText.FocusGlyph : PaneText.FocusGlyphAscii : ' ';
-            sb.Append(marker).Append(i + 1).Append(' ').Append(PaneText.Level(panes[i].Label)).Append(' ')
-                .Append(PaneText.Sanitize(panes[i].VmName)).Append(": ").Append(StateWord(panes[i].Status.State)).Append("  ");
-        }
-        string text = frame.Banner is null ? sb.ToString() : frame.Banner + "  " + sb;
-        return new Markup(Markup.Escape(PaneText.Fit(PaneText.Sanitize(text), frame.Width))) { Overflow = Overflow.Crop };
-    }
-
-    private static Markup HelpRow(KeyRouter router, ConsoleFrame frame)
+    private static void DrawHelp(CellGrid grid, int row, KeyRouter router)
     {
         var sb = new StringBuilder();
         if (router.Notice is not null)
@@ -231,29 +200,7 @@ public static class ConsoleRenderer
             sb.Append(shown).Append(' ').Append(help).Append(" · ");
         }
         sb.Append("Ctrl-C stop all");
-        string text = Markup.Escape(PaneText.Fit(sb.ToString(), frame.Width));
-        return new Markup(router.EscapePending ? $"[bold reverse]{text}[/]" : $"[dim]{text}[/]") { Overflow = Overflow.Crop };
-    }
-
-    private static Panel Report(string[] lines, ConsoleFrame frame, int height)
-    {
-        int innerWidth = Math.Max(0, frame.Width - PaneGrid.FrameColumns);
-        string body = string.Join('\n', lines.Take(height - 2).Select(l => PaneText.Fit(PaneText.Sanitize(l), innerWidth)));
-        return new Panel(new Text(body) { Overflow = Overflow.Crop })
-        {
-            Header = new PanelHeader("[bold] Status (Ctrl-A s closes) [/]"),
-            Border = BoxBorder.Heavy,
-            Padding = new Padding(1, 0, 1, 0),
-            Expand = true,
-            Height = height,
-        };
-    }
-
-    private static IRenderable TooSmall(IReadOnlyList<IConsolePane> panes, KeyRouter router, ConsoleFrame frame)
-    {
-        string text = $"terminal {frame.Width}x{frame.Height} is too small (needs {MinWidth}x{MinHeight}); " +
-            $"focus: {PaneText.Title(panes[router.Focus])}";
-        return new Text(PaneText.Fit(PaneText.Sanitize(text), frame.Width)) { Overflow = Overflow.Crop };
+        grid.Put(row, 0, sb.ToString(), router.EscapePending ? new CellStyle(Bold: true, Reverse: true) : new CellStyle(Dim: true));
     }
 
     private static string StateWord(PaneState state) => state switch

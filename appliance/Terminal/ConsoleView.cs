@@ -14,7 +14,7 @@ public sealed record ConsoleControls(Action<IConsolePane> StopVm, Action StopAll
 /// <summary>
 /// The full-screen live console on a real terminal. It takes the terminal over (alternate screen,
 /// hidden cursor, keys read one at a time without echo, Ctrl-C as a key), draws every VM with
-/// <see cref="ConsoleRenderer"/> about ten times a second and after every key, routes keys with
+/// <see cref="ConsoleRenderer"/> after every key and about ten times a second (sending a frame only when it differs from the last), routes keys with
 /// <see cref="KeyRouter"/>, and gives the terminal back in every case: on Ctrl-A x, Ctrl-C,
 /// SIGTERM/SIGHUP/SIGQUIT, cancellation, or an exception.
 /// </summary>
@@ -93,7 +93,8 @@ public static class ConsoleView
 
     private static int Loop(ConsoleSession session, bool keys, Func<bool> signalled, TextWriter output, CancellationToken cancel)
     {
-        ColorSystemSupport colours = DetectColours();
+        ColourMode colours = DetectColours();
+        string previous = "";
         bool unicode = Console.OutputEncoding.CodePage == Encoding.UTF8.CodePage;
         var lastDraw = Stopwatch.StartNew();
         bool dirty = true;
@@ -118,12 +119,19 @@ public static class ConsoleView
             {
                 size = now;
                 output.Write("\e[2J"); // the old frame's cells outside the new size must not linger
+                previous = "";
                 dirty = true;
             }
             if (dirty || lastDraw.Elapsed >= RedrawInterval || allStopped)
             {
                 ConsoleFrame frame = session.Frame(size.Width, size.Height, unicode);
-                Draw(output, ConsoleRenderer.RenderAnsi(session.Panes, session.Router, frame, colours));
+                string screen = ConsoleRenderer.RenderAnsi(session.Panes, session.Router, frame, colours);
+                if (screen != previous)
+                {
+                    output.Write(screen); // one write: rows at absolute positions, so nothing scrolls or flickers
+                    output.Flush();
+                    previous = screen;
+                }
                 lastDraw.Restart();
                 dirty = false;
             }
@@ -143,19 +151,6 @@ public static class ConsoleView
             cancel.WaitHandle.WaitOne(keys ? 10 : 50);
         }
         return Cli.ExitOk;
-    }
-
-    /// <summary>Writes a rendered frame line by line at absolute positions (CUP), so nothing scrolls and no stale cell survives.</summary>
-    private static void Draw(TextWriter output, string frame)
-    {
-        var sb = new StringBuilder(frame.Length + 256);
-        string[] lines = frame.TrimEnd('\n').Split('\n');
-        for (int i = 0; i < lines.Length; i++)
-        {
-            sb.Append("\e[").Append(i + 1).Append(";1H").Append(lines[i].TrimEnd('\r')).Append("\e[0m\e[K");
-        }
-        output.Write(sb.ToString());
-        output.Flush();
     }
 
     private static bool KeyAvailable()
@@ -183,13 +178,11 @@ public static class ConsoleView
         }
     }
 
-    /// <summary>The colours the terminal supports, as Spectre detects them (it honours NO_COLOR and TERM).</summary>
-    private static ColorSystemSupport DetectColours() => AnsiConsole.Profile.Capabilities.ColorSystem switch
+    /// <summary>The colours the terminal supports, as Spectre.Console detects them (it honours NO_COLOR, TERM and COLORTERM).</summary>
+    private static ColourMode DetectColours() => AnsiConsole.Profile.Capabilities.ColorSystem switch
     {
-        ColorSystem.NoColors => ColorSystemSupport.NoColors,
-        ColorSystem.Legacy => ColorSystemSupport.Legacy,
-        ColorSystem.Standard => ColorSystemSupport.Standard,
-        ColorSystem.EightBit => ColorSystemSupport.EightBit,
-        _ => ColorSystemSupport.TrueColor,
+        ColorSystem.NoColors => ColourMode.None,
+        ColorSystem.Legacy or ColorSystem.Standard => ColourMode.Basic,
+        _ => ColourMode.Palette256,
     };
 }

@@ -29,19 +29,6 @@ public static class PaneText
     /// <summary>"SECRET · secret-desktop": the label and the VM's name, as the frame title shows them.</summary>
     public static string Title(IConsolePane pane) => Level(pane.Label) + " · " + Sanitize(pane.VmName);
 
-    /// <summary>The terminal colour that draws a label's frame (policy colour names, docs/policy.md).</summary>
-    public static Color Colour(LabelColour colour) => colour switch
-    {
-        LabelColour.Green => Color.Green,
-        LabelColour.Blue => Color.Blue,
-        LabelColour.Yellow => Color.Yellow,
-        LabelColour.Orange => Color.Orange1,
-        LabelColour.Red => Color.Red,
-        LabelColour.Purple => Color.Purple,
-        LabelColour.Grey => Color.Grey,
-        _ => Color.Default,
-    };
-
     /// <summary>
     /// <paramref name="text"/> with every character that could disturb the host terminal replaced:
     /// C0 and C1 controls and DEL (ECMA-48 5.2: they would reach the terminal as commands) become

@@ -1,6 +1,5 @@
 using SecureVmm.Appliance.Terminal;
 using SecureVmm.Policy.Policy;
-using Spectre.Console;
 using Xunit;
 
 namespace SecureVmm.Tests.Terminal;
@@ -202,6 +201,7 @@ public class ConsoleRendererTests
     {
         string text = ConsoleRenderer.RenderPlain([Secret(), Public()], new KeyRouter([false, false]), new ConsoleFrame(20, 5));
         Assert.StartsWith("terminal 20x5 is to", text, StringComparison.Ordinal);
+        Assert.Equal(5, text.TrimEnd('\n').Split('\n').Length);
     }
 
     [Fact]
@@ -209,9 +209,13 @@ public class ConsoleRendererTests
     {
         var secret = Secret();
         secret.Print("\e[32mfake green\e[0m\r\n");
-        string ansi = ConsoleRenderer.RenderAnsi([secret, Public()], new KeyRouter([false, false]), new ConsoleFrame(100, 20), ColorSystemSupport.Standard);
-        Assert.Contains("\e[", ansi, StringComparison.Ordinal);
-        Assert.Contains("\e[91m", ansi, StringComparison.Ordinal); // red (bright, standard 16-colour)
+        string ansi = ConsoleRenderer.RenderAnsi([secret, Public()], new KeyRouter([false, false]), new ConsoleFrame(100, 20), ColourMode.Basic);
+        Assert.StartsWith("\e[1;1H", ansi, StringComparison.Ordinal);
+        Assert.Contains("\e[0;1;91m╔", ansi, StringComparison.Ordinal); // the focused SECRET frame: bold bright red (SGR 1;91)
+        Assert.Contains("\e[0;92m┌", ansi, StringComparison.Ordinal);   // the UNCLASSIFIED frame: green
+        string palette = ConsoleRenderer.RenderAnsi([secret, Public()], new KeyRouter([false, false]), new ConsoleFrame(100, 20), ColourMode.Palette256);
+        Assert.Contains("\e[0;1;38;5;196m╔", palette, StringComparison.Ordinal);
+        Assert.DoesNotContain("\e[0;", ConsoleRenderer.RenderAnsi([secret, Public()], new KeyRouter([false, false]), new ConsoleFrame(100, 20), ColourMode.None)[8..], StringComparison.Ordinal);
         Assert.Contains("fake green", ansi, StringComparison.Ordinal);
         Assert.DoesNotContain("\e[32mfake", ansi, StringComparison.Ordinal);
     }
