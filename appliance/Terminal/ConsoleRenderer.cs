@@ -194,12 +194,14 @@ public static class ConsoleRenderer
         {
             sb.Append(router.Notice).Append(" | ");
         }
-        sb.Append(router.EscapePending ? "Ctrl-A pressed, now: " : "Ctrl-A then ");
+        sb.Append(router.EscapePending ? "Ctrl-A pressed, now:" : "Ctrl-A then:");
+        string separator = " ";
         foreach (var (_, shown, _, help) in KeyRouter.EscapeCommands)
         {
-            sb.Append(shown).Append(' ').Append(help).Append(" · ");
+            sb.Append(separator).Append(shown).Append(' ').Append(help);
+            separator = " · ";
         }
-        sb.Append("Ctrl-C stop all");
+        sb.Append(" | Ctrl-C stops all");
         grid.Put(row, 0, sb.ToString(), router.EscapePending ? new CellStyle(Bold: true, Reverse: true) : new CellStyle(Dim: true));
     }
 

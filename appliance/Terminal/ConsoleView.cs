@@ -31,6 +31,14 @@ public static class ConsoleView
     private const string LeaveScreen = "\e[0m\e[?25h\e[?1049l";
 
     /// <summary>
+    /// Whether the live console can run here: standard input and output are a terminal that can
+    /// position the cursor (TERM is not "dumb"). Otherwise the runtime should use <see cref="LineLog"/>.
+    /// </summary>
+    public static bool TerminalAvailable =>
+        !Console.IsOutputRedirected && !Console.IsInputRedirected &&
+        !string.Equals(Environment.GetEnvironmentVariable("TERM"), "dumb", StringComparison.Ordinal);
+
+    /// <summary>
     /// Runs the console until every VM has stopped after StopAll (Ctrl-A x, Ctrl-C, a termination
     /// signal), or until <paramref name="cancel"/> fires. Returns 0 then; 70 when the VMs did not
     /// stop within <see cref="StopTimeout"/> (a VMM fault).

@@ -74,15 +74,15 @@ public sealed class KeyRouter
     /// </summary>
     public static readonly IReadOnlyList<(string Keys, string Shown, EscapeCommand Command, string Help)> EscapeCommands =
     [
-        ("\tn", "Tab/n", EscapeCommand.NextPane, "next VM"),
+        ("\tn", "Tab/n", EscapeCommand.NextPane, "next"),
         ("123456789", "1-9", EscapeCommand.FocusNumber, "VM N"),
         ("l", "l", EscapeCommand.ToggleLayout, "layout"),
         ("v", "v", EscapeCommand.ToggleView, "VGA/serial"),
         ("s", "s", EscapeCommand.ShowStatus, "status"),
         ("k", "k", EscapeCommand.StopFocused, "stop VM"),
-        ("xq", "x/q", EscapeCommand.StopAll, "stop all, quit"),
-        ("\u0001", "Ctrl-A", EscapeCommand.LiteralEscape, "send Ctrl-A"),
-        ("c", "c", EscapeCommand.LiteralInterrupt, "send Ctrl-C"),
+        ("xq", "x/q", EscapeCommand.StopAll, "stop all"),
+        ("\u0001", "Ctrl-A", EscapeCommand.LiteralEscape, "sends Ctrl-A"),
+        ("c", "c", EscapeCommand.LiteralInterrupt, "sends Ctrl-C"),
     ];
 
     private static readonly FrozenDictionary<char, EscapeCommand> CommandByKey =

@@ -50,7 +50,9 @@ public class ConsoleRendererTests
         // Status rows (one per VM, the focused marked) and the key help row, drawn by the appliance.
         Assert.StartsWith("▶ 1 SECRET · secret-vm  running  1,234,567 instructions  890 exits", lines[^3], StringComparison.Ordinal);
         Assert.StartsWith("  2 UNCLASSIFIED · public-vm  running", lines[^2], StringComparison.Ordinal);
-        Assert.StartsWith("Ctrl-A then Tab/n next VM", lines[^1], StringComparison.Ordinal);
+        Assert.StartsWith("Ctrl-A then: Tab/n next · 1-9 VM N", lines[^1], StringComparison.Ordinal);
+        Assert.Equal("Ctrl-A then: Tab/n next · 1-9 VM N · l layout · v VGA/serial · s status · k stop VM · x/q stop all · " +
+            "Ctrl-A sends Ctrl-A · c sends Ctrl-C | Ctrl-C stops all", Render([secret, pub], new KeyRouter([false, false]), width: 160)[^1].TrimEnd());
     }
 
     [Fact]
@@ -193,7 +195,7 @@ public class ConsoleRendererTests
         router.Handle(Keys.EscapePrefix, new byte[KeyRouter.MaxBytesPerKey]);
         Assert.StartsWith("Ctrl-A pressed, now:", Render(panes, router)[^1], StringComparison.Ordinal);
         router.Handle(Keys.Char('7'), new byte[KeyRouter.MaxBytesPerKey]);
-        Assert.StartsWith("no VM 7: there are 2 | Ctrl-A then", Render(panes, router)[^1], StringComparison.Ordinal);
+        Assert.StartsWith("no VM 7: there are 2 | Ctrl-A then:", Render(panes, router)[^1], StringComparison.Ordinal);
     }
 
     [Fact]
