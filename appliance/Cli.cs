@@ -25,6 +25,7 @@ public static class Cli
         root.Subcommands.Add(Audit.AuditCommands.Build());
         Policy.PolicyCommands.AddTo(root);
         SecureVmm.Appliance.Run.RunCommand.AddTo(root);
+        root.Subcommands.Add(Demo.DemoCommand.Build());
         return root;
     }
 
