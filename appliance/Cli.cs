@@ -24,6 +24,8 @@ public static class Cli
         root.Options.OfType<VersionOption>().Single().Action = new PrintVersion();
         root.Subcommands.Add(Audit.AuditCommands.Build());
         Policy.PolicyCommands.AddTo(root);
+        SecureVmm.Appliance.Run.RunCommand.AddTo(root);
+        root.Subcommands.Add(Demo.DemoCommand.Build());
         return root;
     }
 

@@ -18,6 +18,8 @@ public sealed class Filter
     private static readonly int ReasonCount = Enum.GetValues<DropReason>().Length;
 
     private readonly CompiledRule[] _rules;
+    private readonly TokenBucket?[] _ruleBuckets;
+    private readonly bool _antiSpoofing;
     private readonly string[] _ruleNames;
     private readonly MacAddress _mac;
     private readonly uint[] _ipv4;
@@ -95,10 +97,19 @@ public sealed class Filter
             _ruleNames[i] = config.Rules[i].Name ?? $"rule {i}";
         }
         _ruleFrames = new long[_rules.Length];
+        _antiSpoofing = config.AntiSpoofing;
         _ruleBytes = new long[_rules.Length];
 
         long now = _time.GetTimestamp();
         long frequency = _time.TimestampFrequency;
+        _ruleBuckets = new TokenBucket?[_rules.Length];
+        for (int i = 0; i < _rules.Length; i++)
+        {
+            if (config.Rules[i].Rate is { } ruleRate)
+            {
+                _ruleBuckets[i] = new TokenBucket(ruleRate, frequency, now);
+            }
+        }
         if (config.OutboundRate is { } outRate)
         {
             _outboundBucket = new TokenBucket(outRate, frequency, now);
@@ -132,12 +143,16 @@ public sealed class Filter
         {
             return Verdict.Drop(parsed);
         }
+        bool dhcp = _allowDhcp && f.Network == NetworkLayer.Ipv4 && IsDhcpClientToServer(in f);
+        if (!_antiSpoofing)
+        {
+            return dhcp ? RateLimit(_outboundBucket, frame.Length, Verdict.DhcpRule) : MatchRules(in f, TrafficDirection.Outbound, _outboundBucket);
+        }
         // no-mac-spoofing: only the VM's own MAC may appear as source.
         if (f.Source != _mac)
         {
             return Verdict.Drop(DropReason.SpoofedSourceMac);
         }
-        bool dhcp = false;
         switch (f.Network)
         {
             case NetworkLayer.Arp:
@@ -149,7 +164,6 @@ public sealed class Filter
                 }
                 break;
             case NetworkLayer.Ipv4:
-                dhcp = _allowDhcp && IsDhcpClientToServer(in f);
                 // no-ip-spoofing; 0.0.0.0 only for a DHCP client that has no address yet (RFC 2131 4.1).
                 if (!IsOwnIpv4((uint)f.SourceIp) && !(dhcp && f.SourceIp == 0))
                 {
@@ -271,6 +285,14 @@ public sealed class Filter
         {
             if (rules[i].Matches(in f, direction, destinationKind))
             {
+                if (rules[i].Deny)
+                {
+                    return Verdict.Drop(DropReason.DeniedByRule, i);
+                }
+                if (_ruleBuckets[i] is { } ruleBucket && !ruleBucket.TryTake(f.Length, _time.GetTimestamp()))
+                {
+                    return Verdict.Drop(DropReason.RateLimited, i);
+                }
                 return RateLimit(bucket, f.Length, i);
             }
         }
@@ -410,6 +432,7 @@ public sealed class Filter
 
         public CompiledRule(AllowRule rule)
         {
+            Deny = rule.Action == RuleAction.Deny;
             _direction = rule.Direction;
             _destinations = rule.LinkDestinations;
             _hasEtherType = rule.EtherType.HasValue;
@@ -438,6 +461,8 @@ public sealed class Filter
                 : rule.EtherType == EtherTypes.Ipv6 ? IpFamily.V6
                 : IpFamily.None;
         }
+
+        public bool Deny { get; }
 
         public bool Matches(in FrameInfo f, TrafficDirection direction, LinkDestinations destinationKind)
         {

@@ -27,6 +27,13 @@ public enum LinkDestinations
     Any = Unicast | Broadcast | Multicast,
 }
 
+/// <summary>What a matching rule does with a frame.</summary>
+public enum RuleAction
+{
+    Allow,
+    Deny,
+}
+
 /// <summary>An inclusive range of small non-negative integers (ports, VLAN ids).</summary>
 public readonly record struct NumberRange(int Low, int High)
 {
@@ -40,7 +47,8 @@ public readonly record struct NumberRange(int Low, int High)
 }
 
 /// <summary>
-/// One allow rule. A frame matches when every field that is set matches; unset fields match
+/// One rule: by default it allows, and <see cref="Action"/> can make it deny (the policy's
+/// first-match allow/deny lists). A frame matches when every field that is set matches; unset fields match
 /// anything. Fields above the link layer only match frames that carry that layer (a rule with
 /// ports never matches ARP, nor a non-first IP fragment, which has no transport header).
 /// </summary>
@@ -50,6 +58,12 @@ public sealed record AllowRule
     public string? Name { get; init; }
 
     public TrafficDirection Direction { get; init; } = TrafficDirection.Both;
+
+    /// <summary>Allow (the default) or deny what matches; rules are tried in order, the first match decides.</summary>
+    public RuleAction Action { get; init; } = RuleAction.Allow;
+
+    /// <summary>This rule's own token bucket: frames it allows beyond the rate are dropped as RateLimited.</summary>
+    public RateLimit? Rate { get; init; }
 
     /// <summary>EtherType after any 802.1Q tag (IEEE 802.3 clause 3.2.6: values >= 0x0600).</summary>
     public ushort? EtherType { get; init; }
@@ -113,6 +127,12 @@ public sealed record FilterConfig
 
     /// <summary>Also accept the IPv6 link-local address derived from <see cref="Mac"/> (RFC 4291 appendix A).</summary>
     public bool AllowIpv6LinkLocalFromMac { get; init; } = true;
+
+    /// <summary>
+    /// Enforce the no-mac/arp/ip/ndp-spoofing checks on outbound frames (default). A policy may
+    /// turn them off only for a network that needs it (a router VM); inbound addressing checks stay.
+    /// </summary>
+    public bool AntiSpoofing { get; init; } = true;
 
     /// <summary>Allow DHCPv4 client traffic (RFC 2131): from 0.0.0.0:68 to port 67 out, port 67 to 68 in.</summary>
     public bool AllowDhcp { get; init; }
@@ -179,6 +199,7 @@ public sealed record FilterConfig
             for (int i = 0; i < Rules.Count; i++)
             {
                 ValidateRule(errors, $"Rules[{i}]", Rules[i]);
+                ValidateRate(errors, $"Rules[{i}].Rate", Rules[i]?.Rate, MaxFrameBytes);
             }
         }
         return errors;
@@ -213,6 +234,14 @@ public sealed record FilterConfig
         {
             errors.Add($"{field}: missing");
             return;
+        }
+        if (rule.Action is not (RuleAction.Allow or RuleAction.Deny))
+        {
+            errors.Add($"{field}.Action: must be Allow or Deny");
+        }
+        if (rule.Rate is not null && rule.Action == RuleAction.Deny)
+        {
+            errors.Add($"{field}.Rate: a deny rule has nothing to rate-limit");
         }
         if (rule.Direction is not (TrafficDirection.Inbound or TrafficDirection.Outbound or TrafficDirection.Both))
         {

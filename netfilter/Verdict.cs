@@ -48,6 +48,9 @@ public enum DropReason : byte
     VlanNotAllowed,
     NoMatchingRule,
     RateLimited,
+
+    /// <summary>A deny rule of the policy matched first.</summary>
+    DeniedByRule,
 }
 
 /// <summary>

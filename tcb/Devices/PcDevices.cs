@@ -1,5 +1,21 @@
 namespace SecureVmm.Tcb.Devices;
 
+/// <summary>
+/// The devices a policy may leave out. One that is left out is still constructed (so the machine's
+/// code needs no null checks) but never attached: its ports and memory decode nothing, as on a PC
+/// without that card. The 8259A pair, 8254, i8042 controller (A20, reset) and PCI host are the
+/// platform itself and always present.
+/// </summary>
+[Flags]
+public enum OptionalDevices
+{
+    None = 0,
+    Serial = 1,
+    Vga = 2,
+    Rtc = 4,
+    All = Serial | Vga | Rtc,
+}
+
 /// <summary>What the machine configures on the standard device set (from the policy or the dev-boot options).</summary>
 public sealed record PcDeviceOptions
 {
@@ -11,6 +27,9 @@ public sealed record PcDeviceOptions
 
     /// <summary>Wall-clock time the RTC shows at virtual time zero.</summary>
     public DateTimeOffset RtcStart { get; init; } = new(2025, 1, 1, 0, 0, 0, TimeSpan.Zero);
+
+    /// <summary>Which optional devices are attached.</summary>
+    public OptionalDevices Attached { get; init; } = OptionalDevices.All;
 
     /// <summary>Attach QEMU's isa-debug-exit at 0xF4 (dev boot only).</summary>
     public bool DebugExit { get; init; }
@@ -39,20 +58,33 @@ public sealed class PcDevices
     public PostCodePort PostCode { get; } = new();
     public DebugExitPort? DebugExit { get; }
 
+    /// <summary>The optional devices this machine has.</summary>
+    public OptionalDevices Attached { get; }
+
     public PcDevices(PcDeviceOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         Pic.Attach(Ports);
         Pit = new Pit8254(Clock, Pic);
         Pit.Attach(Ports);
+        Attached = options.Attached;
         Com1 = new Uart16550(Clock, Pic, options.SerialOutput);
-        Com1.Attach(Ports);
+        if (Attached.HasFlag(OptionalDevices.Serial))
+        {
+            Com1.Attach(Ports);
+        }
         Rtc = new Rtc146818(Clock, Pic, options.RtcStart);
         Rtc.SetMemorySize(options.RamBytes);
-        Rtc.Attach(Ports);
+        if (Attached.HasFlag(OptionalDevices.Rtc))
+        {
+            Rtc.Attach(Ports);
+        }
         Keyboard = new I8042(Pic, Requests);
         Keyboard.Attach(Ports);
-        Vga.Attach(Ports, Mmio);
+        if (Attached.HasFlag(OptionalDevices.Vga))
+        {
+            Vga.Attach(Ports, Mmio);
+        }
         Pci = new PciHost(Requests);
         Pci.Attach(Ports);
         Ports.Register(PostCode, PostCodePort.Port);

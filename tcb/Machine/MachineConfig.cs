@@ -58,4 +58,7 @@ public sealed record MachineConfig
 
     /// <summary>Instructions per scheduling slice: how often the run loop syncs clocks and checks requests.</summary>
     public long SliceInstructions { get; init; } = 200_000;
+
+    /// <summary>The optional devices (serial, VGA, RTC) the machine has; the policy's device list decides.</summary>
+    public OptionalDevices Devices { get; init; } = OptionalDevices.All;
 }

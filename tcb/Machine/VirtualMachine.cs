@@ -75,13 +75,17 @@ public sealed class VirtualMachine : IExitHandler, IDisposable
             RamBytes = config.MemoryBytes,
             RtcStart = config.RtcStart,
             DebugExit = config.DebugExit,
+            Attached = config.Devices,
         });
         _ports = Devices.Ports;
         _clock = Devices.Clock;
         _requests = Devices.Requests;
         Devices.Com1.InputSignal = () => _wake.Set();
         Devices.Keyboard.InputSignal = () => _wake.Set();
-        _map.AddMmio((uint)VgaText.BufferBase, VgaText.BufferSize, Devices.Vga);
+        if (config.Devices.HasFlag(OptionalDevices.Vga))
+        {
+            _map.AddMmio((uint)VgaText.BufferBase, VgaText.BufferSize, Devices.Vga);
+        }
         if (config.NicMac is not null)
         {
             Nic = new VirtioNet(_map, Pic, config.NicMac);
