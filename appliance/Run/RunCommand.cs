@@ -143,10 +143,7 @@ public static class RunCommand
             ConsoleMode mode = options.Console == ConsoleMode.Auto
                 ? (Console.IsOutputRedirected || Console.IsInputRedirected ? ConsoleMode.Lines : ConsoleMode.Terminal)
                 : options.Console;
-            if (mode == ConsoleMode.Lines)
-            {
-                AttachLines(runtime, Console.Out);
-            }
+            using LineLog? lines = mode == ConsoleMode.Lines ? LineLog.Attach(runtime.Vms, Console.Out) : null;
             runtime.StartAll();
             log.WriteLine($"running {runtime.Vms.Count} VMs; control socket {control.Path}" + (options.Seconds is double s ? $"; stopping after {s:0.#} s" : "; Ctrl-C stops everything"));
             if (mode == ConsoleMode.Terminal)
@@ -176,26 +173,20 @@ public static class RunCommand
 
     private static void ShowTerminal(ApplianceRuntime runtime, CancellationTokenSource stopAll)
     {
-        // The live console arrives with the terminal UI; until then, lines.
-        AttachLines(runtime, Console.Out);
-        runtime.WaitUntilAllEnded(stopAll.Token);
-    }
-
-    private static void AttachLines(ApplianceRuntime runtime, TextWriter output)
-    {
-        var gate = new Lock();
-        foreach (var vm in runtime.Vms)
-        {
-            string prefix = $"[{PolicyNames.Level(vm.Label.Level)} {vm.VmName}] ";
-            vm.Serial.LineCompleted = line =>
+        // The live console: each VM in a pane framed by its label, keys to the focused VM only.
+        // It returns once every VM has stopped after Ctrl-A x / Ctrl-C, or when stopAll fires
+        // (--seconds, `securevmm stop`, a signal); the caller then finishes every VM.
+        var controls = new ConsoleControls(
+            pane => ((ApplianceVm)pane).RequestStop(),
+            () =>
             {
-                lock (gate)
+                foreach (var vm in runtime.Vms)
                 {
-                    output.WriteLine(prefix + line);
-                    output.Flush();
+                    vm.RequestStop();
                 }
-            };
-        }
+            },
+            runtime.StatusReport);
+        ConsoleView.Run(runtime.Vms, controls, stopAll.Token);
     }
 
     /// <summary>Answers one control request (docs/cli.md, "Control socket").</summary>
