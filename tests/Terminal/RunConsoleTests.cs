@@ -6,14 +6,14 @@ using Xunit.Abstractions;
 namespace SecureVmm.Tests.Terminal;
 
 /// <summary>
-/// The acceptance test of the console: `securevmm run` of a signed two-VM policy inside a real
+/// `securevmm run` with its consoles. The acceptance test: a signed two-VM policy inside a real
 /// terminal (tmux, 160x48). Both VMs run the project's interactive guest on a serial console. The
 /// test reads the screen as a person would: both labelled frames, one focus marker; what it types
 /// appears only in the focused VM; Ctrl-A Tab moves the focus; Ctrl-A x stops everything with
 /// status 0 and both audit logs verify.
 /// </summary>
 [Collection("PolicyConsole")]
-public class ConsoleTmuxTests(ITestOutputHelper output)
+public class RunConsoleTests(ITestOutputHelper output)
 {
     private const int Width = 160, Height = 48, Half = Width / 2;
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
@@ -36,7 +36,8 @@ public class ConsoleTmuxTests(ITestOutputHelper output)
             string statusFile = Path.Combine(dir, "status");
 
             using var session = TmuxSession.Start(tmux, Width, Height,
-                [dotnet, "exec", securevmm, "run", policy, "--policy-key", Path.Combine(dir, "admin.pub")], dir, statusFile);
+                [dotnet, "exec", securevmm, "run", policy, "--policy-key", Path.Combine(dir, "admin.pub"), "--control", Path.Combine(dir, "control.sock")],
+                dir, statusFile);
 
             // Both guests print their prompt inside their own frame.
             var (ready, screen) = session.WaitFor(s => Left(s).Contains("unclass> ", StringComparison.Ordinal) &&
@@ -75,6 +76,32 @@ public class ConsoleTmuxTests(ITestOutputHelper output)
             session.Keys("C-a", "x");
             string? status = WaitForFile(statusFile, Patience);
             Assert.Equal("0", status?.Trim());
+            VerifyAudits(dir);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    /// <summary>Without a terminal (`--console lines`), each VM's serial lines come out whole, prefixed by its label.</summary>
+    [Fact]
+    public void LinesModePrefixesEveryLineWithTheVmsLabel()
+    {
+        string dir = Directory.CreateTempSubdirectory("svmm-console-test").FullName;
+        try
+        {
+            string policy = SignedTwoVmPolicy(dir);
+            var (status, stdout, stderr) = CliRunner.Run("run", policy, "--policy-key", Path.Combine(dir, "admin.pub"),
+                "--control", Path.Combine(dir, "control.sock"), "--console", "lines", "--seconds", "1");
+            Assert.True(status == 0, stderr);
+            string[] lines = stdout.Replace("\r\n", "\n", StringComparison.Ordinal).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.Contains("[SECRET secret-vm] SecureVmm interactive guest. Type a line and press Enter.", lines);
+            Assert.Contains("[UNCLASSIFIED public-vm] SecureVmm interactive guest. Type a line and press Enter.", lines);
+            // The prompts (unfinished lines) are written when the log closes.
+            Assert.Contains("[SECRET secret-vm] unclass> ", lines);
+            Assert.Contains("[UNCLASSIFIED public-vm] unclass> ", lines);
+            Assert.All(lines, l => Assert.Matches(@"^\[(SECRET secret-vm|UNCLASSIFIED public-vm)\] ", l));
             VerifyAudits(dir);
         }
         finally
