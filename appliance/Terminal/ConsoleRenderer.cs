@@ -118,7 +118,9 @@ public static class ConsoleRenderer
         var colour = new CellStyle(pane.Label.Colour, Bold: focused);
         grid.Box(top, left, width, height, focused ? BoxLines.Double : BoxLines.Single, colour, title.ToString(), colour);
 
-        int innerWidth = width - PaneGrid.FrameColumns;
+        // A space inside each border, except where that would cut a VGA screen's 80 columns.
+        int padding = serial || width - PaneGrid.FrameColumns >= Tcb.Devices.VgaText.Columns ? 1 : 0;
+        int innerWidth = width - 2 - 2 * padding;
         int innerHeight = height - PaneGrid.FrameRows;
         if (innerWidth < 1 || innerHeight < 1)
         {
@@ -127,7 +129,7 @@ public static class ConsoleRenderer
         IReadOnlyList<string> lines = serial ? pane.Serial.Tail(innerHeight) : VgaLines(pane, innerHeight);
         for (int i = 0; i < lines.Count && i < innerHeight; i++)
         {
-            grid.Put(top + 1 + i, left + 2, PaneText.Sanitize(lines[i]), CellStyle.Plain, innerWidth);
+            grid.Put(top + 1 + i, left + 1 + padding, PaneText.Sanitize(lines[i]), CellStyle.Plain, innerWidth);
         }
     }
 

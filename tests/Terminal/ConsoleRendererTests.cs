@@ -112,6 +112,8 @@ public class ConsoleRendererTests
         Assert.Contains("2 UNCLASSIFIED · kiosk · VGA", lines[0], StringComparison.Ordinal);
         Assert.Contains(lines, l => l.Contains("╔══ ? FOCUS fake ══╗", StringComparison.Ordinal)); // box drawing is VGA's own; the marker is not
         Assert.Contains(lines, l => l.Contains("bell  esc [31m nul end", StringComparison.Ordinal));
+        // A 60-column pane has no room for padding beside a VGA screen: its text starts next to the border.
+        Assert.Contains(lines, l => l[60..].StartsWith("│ok", StringComparison.Ordinal));
         Assert.Equal(1, Count(string.Join('\n', lines[..^3]), "▶"));
         Assert.DoesNotContain(lines, l => l.Contains("serial side", StringComparison.Ordinal));
 
