@@ -1,3 +1,5 @@
+using FsCheck;
+using FsCheck.Fluent;
 using SecureVmm.Appliance.Terminal;
 using SecureVmm.Policy.Policy;
 using Xunit;
@@ -222,6 +224,37 @@ public class ConsoleRendererTests
         Assert.DoesNotContain("\e[0;", ConsoleRenderer.RenderAnsi([secret, Public()], new KeyRouter([false, false]), new ConsoleFrame(100, 20), ColourMode.None)[8..], StringComparison.Ordinal);
         Assert.Contains("fake green", ansi, StringComparison.Ordinal);
         Assert.DoesNotContain("\e[32mfake", ansi, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// Whatever two guests print (random bytes, biased towards escapes, UTF-8 box drawing and the
+    /// focus marker), the frame keeps its shape: every row exactly the screen's width, both frames'
+    /// borders in their columns, both titles from the policy labels, and one focus marker.
+    /// </summary>
+    [Fact]
+    public void NoGuestOutputChangesTheFramesShape()
+    {
+        byte[][] pieces =
+        [
+            "\e["u8.ToArray(), "\e]0;"u8.ToArray(), "\a"u8.ToArray(), "\r\n"u8.ToArray(), "\b"u8.ToArray(), "\t"u8.ToArray(),
+            "╔═║╗"u8.ToArray(), "▶ FOCUS · 1 SECRET"u8.ToArray(), "字"u8.ToArray(), [0xE2], [0x9B], [0xC2, 0x9B], "\u202e"u8.ToArray(),
+        ];
+        Gen<byte[]> piece = Gen.OneOf(Gen.Elements(pieces), Gen.ArrayOf(Gen.Choose(0, 255).Select(b => (byte)b)));
+        Gen<byte[]> output = Gen.ArrayOf(piece).Select(parts => parts.SelectMany(p => p).ToArray());
+        Prop.ForAll(Arb.From(output), Arb.From(output), (first, second) =>
+        {
+            var secret = Secret();
+            var pub = Public();
+            secret.Print(first);
+            pub.Print(second);
+            string[] lines = Render([secret, pub], new KeyRouter([false, false]));
+            return lines[0].StartsWith("╔═ ▶ FOCUS · 1 SECRET · secret-vm ═", StringComparison.Ordinal)
+                && lines[0][60..].StartsWith("┌─ 2 UNCLASSIFIED · public-vm ─", StringComparison.Ordinal)
+                && lines[1..^4].All(l => l[0] == '║' && l[59] == '║' && l[60] == '│' && l[119] == '│')
+                && lines[^4].StartsWith("╚", StringComparison.Ordinal) && lines[^4][60] == '└'
+                && Count(string.Join('\n', lines), "▶ FOCUS") == 1
+                && lines.All(l => l.All(c => PaneText.IsSafe(c) || c == PaneText.FocusGlyph));
+        }).Check(Config.QuickThrowOnFailure.WithMaxTest(100));
     }
 
     [Theory]
