@@ -88,6 +88,8 @@ public sealed class GuestNet
     /// <summary>Largest legacy queue the ring memory is sized for (256 entries need three pages, 2.4.2).</summary>
     public const int MaxQueueSize = 256;
     private const uint RingBytes = 3 * 4096;
+    /// <summary>Frames one net_poll call handles at most (the rest wait for the next call).</summary>
+    public const int PollBudget = 2 * RxBuffers;
 
     // Legacy register offsets in BAR0 (virtio 1.0, 4.1.4.8) and status bits (2.1).
     private const int RegHostFeatures = 0x00, RegGuestFeatures = 0x04, RegQueuePfn = 0x08, RegQueueSize = 0x0C,
@@ -491,7 +493,7 @@ public sealed class GuestNet
     {
         Assembler a = A;
         Label next = a.CreateLabel(), done = a.CreateLabel(), repost = a.CreateLabel(), noNotify = a.CreateLabel(),
-            rings = a.CreateLabel();
+            rings = a.CreateLabel(), budget = a.CreateLabel();
 
         _g.Mark(Label("poll"));
         a.cmp(__dword_ptr[_ready], 0);
@@ -502,17 +504,22 @@ public sealed class GuestNet
         a.xor(eax, eax);
         a.xchg(__dword_ptr[_isr], eax); // atomic against the interrupt handler
         a.test(al, 2);
-        a.jz(next);
+        a.jz(budget);
         // Configuration change: if the device reports DEVICE_NEEDS_RESET (2.1.2) it has stopped; say so once.
         IoPort(RegStatus);
         a.@in(al, dx);
         a.test(al, StatusNeedsReset);
-        a.jz(next);
+        a.jz(budget);
         a.mov(__dword_ptr[_ready], 0);
         GuestRuntime.Print(_g, "net: virtio-net device needs reset; network stopped\n");
         a.jmp(noNotify);
 
+        // At most PollBudget frames per call, so a flood cannot keep the guest's main loop from its other work.
+        a.Label(ref budget);
+        a.mov(ebp, PollBudget);
         a.Label(ref next);
+        a.dec(ebp);
+        a.js(done);
         a.mov(esi, __dword_ptr[_rxUsed]);
         a.mov(ax, __word_ptr[esi + 2]);
         a.cmp(ax, __word_ptr[_rxLastUsed]);

@@ -290,6 +290,59 @@ public class GuestNetTests(ITestOutputHelper output)
         Assert.Equal(Enumerable.Range(0, (2 * GuestNet.TxBuffers) + 3).Select(i => $"unclass: line {i}"), rig.Datagrams.Select(d => d.Text));
     }
 
+    [Fact]
+    public void SendingAndReceivingADatagramCostsAFewExits()
+    {
+        using var rig = new GuestNetRig(ProjectGuests.Build("interactive")!);
+        Assert.True(rig.WaitForText("unclass> "), rig.Text);
+        var nic = rig.Vm.Nic!;
+        // Receive: interrupt, ISR read, EOIs, the reposting notify, then the console output.
+        Thread.Sleep(50);
+        long exits = rig.Vm.ExitCount, instructions = rig.Vm.InstructionCount;
+        nic.Deliver(GuestNetRig.UdpTo(Interactive, "x"));
+        Assert.True(rig.WaitForText("net: x\r\nunclass> "), rig.Text);
+        Thread.Sleep(50);
+        long rxExits = rig.Vm.ExitCount - exits, rxInstructions = rig.Vm.InstructionCount - instructions;
+        string printed = "\r\nnet: x\r\nunclass> ";
+        // Send: the typed character's interrupt and echo, then one notify for the frame.
+        exits = rig.Vm.ExitCount;
+        instructions = rig.Vm.InstructionCount;
+        rig.Vm.Serial.EnqueueInput("y\r"u8);
+        Assert.True(rig.WaitFor(() => rig.Datagrams.Length == 1), rig.Text);
+        Thread.Sleep(50);
+        long txExits = rig.Vm.ExitCount - exits, txInstructions = rig.Vm.InstructionCount - instructions;
+        output.WriteLine($"receive one datagram and print {printed.Length} characters: {rxExits} exits, {rxInstructions} instructions");
+        output.WriteLine($"type one character and Enter, print the answer, send one datagram: {txExits} exits, {txInstructions} instructions");
+        // Each printed character costs two port exits (LSR poll, THR write); the network part is a handful.
+        Assert.InRange(rxExits - (2 * printed.Length), 1, 16);
+    }
+
+    [Fact]
+    public void ADeviceThatNeedsResetStopsTheNetworkButNotTheGuest()
+    {
+        using var rig = new GuestNetRig(ProjectGuests.Build("interactive")!);
+        Assert.True(rig.WaitForText("unclass> "), rig.Text);
+        var nic = rig.Vm.Nic!;
+        // Corrupt the guest's receive descriptors behind its back (as a stray write would): the device
+        // refuses the buffer, enters DEVICE_NEEDS_RESET and raises a configuration interrupt.
+        rig.Vm.Pause();
+        Assert.True(rig.WaitFor(() => rig.Vm.IsPaused, 10));
+        nic.Write((ushort)(nic.IoBase + 0x0E), 2, 0);
+        ulong descriptors = (ulong)nic.Read((ushort)(nic.IoBase + 0x08), 4) << 12;
+        for (int i = 0; i < GuestNet.RxBuffers; i++)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(rig.Vm.Ram.Slice(descriptors + (ulong)((32 * i) + 16), 8), 0xFFFF_0000UL);
+        }
+        rig.Vm.Resume();
+        nic.Deliver(GuestNetRig.UdpTo(Interactive, "lost"));
+        Assert.True(rig.WaitForText("net: virtio-net device needs reset; network stopped"), rig.Text);
+        Assert.Equal(Tcb.Devices.VirtioNetError.BufferOutsideRam, nic.Error);
+        rig.Vm.Serial.EnqueueInput("still typing\r"u8);
+        Assert.True(rig.WaitForText("you typed: still typing\r\nunclass> "), rig.Text);
+        Assert.Empty(rig.Port.Frames); // the network is down for this guest: nothing is sent
+        Assert.Equal(1, rig.Count("needs reset"));
+    }
+
     [Theory]
     [InlineData("kiosk")]
     [InlineData("interactive")]
