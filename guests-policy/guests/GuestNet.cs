@@ -17,6 +17,13 @@ public sealed record GuestNetwork(IPAddress Address, IPAddress Peer, ushort Port
     /// <summary>The UNCLASSIFIED interactive guest's network (the demo policy's defaults).</summary>
     public static GuestNetwork InteractiveDefault { get; } = new(IPAddress.Parse("10.2.0.10"), IPAddress.Parse("10.2.0.1"), 7000);
 
+    /// <summary>Throws <see cref="ArgumentException"/> naming the field unless both addresses are IPv4.</summary>
+    public void Validate()
+    {
+        _ = AddressDword;
+        _ = PeerDword;
+    }
+
     /// <summary>The address as the little-endian dword a guest load of its four network-order bytes yields.</summary>
     internal uint AddressDword => Dword(Address, nameof(Address));
 
@@ -117,7 +124,7 @@ public sealed class GuestNet
         _g = g;
         _net = network;
         _idt = idt;
-        _ = network.AddressDword + network.PeerDword; // both must be IPv4: fail at build time, not in the guest
+        network.Validate();
         _ready = g.Bss(4, 4);
         _io = g.Bss(4, 4);
         _irqLine = g.Bss(4, 4);
@@ -179,7 +186,7 @@ public sealed class GuestNet
 
     private Assembler A => _g.A;
 
-    private static string Label(string name) => "net_" + name;
+    private static string Routine(string name) => "net_" + name;
 
     /// <summary>DX = BAR0 + <paramref name="reg"/>. Clobbers EDX.</summary>
     private void IoPort(int reg)
@@ -224,7 +231,7 @@ public sealed class GuestNet
         Label found = a.CreateLabel(), scan = a.CreateLabel(), fail = a.CreateLabel(), noIrq = a.CreateLabel(),
             slave = a.CreateLabel(), irqDone = a.CreateLabel(), done = a.CreateLabel();
 
-        _g.Mark(Label("init"));
+        _g.Mark(Routine("init"));
         a.pushad();
 
         // Scan every device/function of bus 0 for the legacy virtio network device.
@@ -334,7 +341,7 @@ public sealed class GuestNet
         a.jb(noIrq);
         a.cmp(ecx, 4);
         a.je(noIrq);
-        _g.LoadAddress32(eax, Label("irq"));
+        _g.LoadAddress32(eax, Routine("irq"));
         a.lea(edi, __[ecx * 8 + (int)(_idt + (GuestRuntime.IrqBase * 8u))]);
         a.mov(__word_ptr[edi], ax);
         a.mov(__word_ptr[edi + 2], GuestBuilder.CodeSelector);
@@ -382,7 +389,7 @@ public sealed class GuestNet
                 _g.Call("rt_putc");
             }
             a.mov(al, __byte_ptr[_mac + (uint)i]);
-            _g.Call(Label("hex8"));
+            _g.Call(Routine("hex8"));
         }
         GuestRuntime.Print(_g, $" ip {_net.Address}\n");
         a.jmp(done);
@@ -456,7 +463,7 @@ public sealed class GuestNet
     {
         Assembler a = A;
         Label master = a.CreateLabel();
-        _g.Mark(Label("irq"));
+        _g.Mark(Routine("irq"));
         a.push(eax);
         a.push(edx);
         // Reading the ISR acknowledges the interrupt and drops INTx (4.1.4.5); keep its bits for net_poll.
@@ -495,7 +502,7 @@ public sealed class GuestNet
         Label next = a.CreateLabel(), done = a.CreateLabel(), repost = a.CreateLabel(), noNotify = a.CreateLabel(),
             rings = a.CreateLabel(), budget = a.CreateLabel();
 
-        _g.Mark(Label("poll"));
+        _g.Mark(Routine("poll"));
         a.cmp(__dword_ptr[_ready], 0);
         a.jne(rings);
         a.ret();
@@ -541,7 +548,7 @@ public sealed class GuestNet
         a.sub(ecx, NetHeaderSize);
         a.imul(esi, ebx, BufferSize / 2);
         a.add(esi, _rxData);
-        _g.Call(Label("rx_frame"));
+        _g.Call(Routine("rx_frame"));
         a.Label(ref repost);
         a.mov(edi, __dword_ptr[_rxAvail]);
         a.movzx(eax, __word_ptr[_rxAvailIdx]);
@@ -570,10 +577,10 @@ public sealed class GuestNet
     {
         Assembler a = A;
         Label drop = a.CreateLabel(), forUs = a.CreateLabel(), ipv4 = a.CreateLabel(), arp = a.CreateLabel(),
-            toUs = a.CreateLabel(), noUdpSum = a.CreateLabel(), deliver = a.CreateLabel();
+            toUs = a.CreateLabel(), noUdpSum = a.CreateLabel();
         uint ownIp = _net.AddressDword;
 
-        _g.Mark(Label("rx_frame"));
+        _g.Mark(Routine("rx_frame"));
         a.pushad();
         // Destination: our MAC or broadcast (the VMM's filter already checks, a real network need not).
         a.mov(eax, __dword_ptr[esi]);
@@ -634,7 +641,7 @@ public sealed class GuestNet
         a.mov(esi, edi);
         a.mov(ecx, ebx);
         a.xor(eax, eax);
-        _g.Call(Label("sum16"));
+        _g.Call(Routine("sum16"));
         a.pop(ecx);
         a.pop(esi);
         a.cmp(eax, 0xFFFF);
@@ -658,16 +665,15 @@ public sealed class GuestNet
         a.push(ecx);
         a.lea(esi, __[edi + 12]);
         a.mov(ecx, 8);
-        _g.Call(Label("sum16"));
+        _g.Call(Routine("sum16"));
         a.pop(ecx);
         a.mov(esi, ebp);
-        _g.Call(Label("sum16"));
+        _g.Call(Routine("sum16"));
         a.cmp(eax, 0xFFFF);
         a.jne(drop);
         a.Label(ref noUdpSum);
         a.lea(esi, __[ebp + 8]);
         a.sub(ecx, 8);
-        a.Label(ref deliver);
         _g.Call("net_on_udp");
         a.jmp(drop);
 
@@ -705,7 +711,7 @@ public sealed class GuestNet
         a.mov(__dword_ptr[edi + 28], ownIp);
         a.mov(esi, edi);
         a.mov(ecx, 42);
-        _g.Call(Label("transmit"));
+        _g.Call(Routine("transmit"));
 
         a.Label(ref drop);
         a.popad();
@@ -719,7 +725,7 @@ public sealed class GuestNet
         Assembler a = A;
         Label sized = a.CreateLabel(), nonZero = a.CreateLabel(), up = a.CreateLabel();
 
-        _g.Mark(Label("send_udp"));
+        _g.Mark(Routine("send_udp"));
         a.cmp(__dword_ptr[_ready], 0);
         a.jne(up);
         a.ret();
@@ -769,7 +775,7 @@ public sealed class GuestNet
         a.push(ecx);
         a.mov(ecx, 20);
         a.xor(eax, eax);
-        _g.Call(Label("sum16"));
+        _g.Call(Routine("sum16"));
         a.not(eax);
         a.mov(__word_ptr[_staging + 24], ax);
         // UDP checksum over the pseudo-header (addresses, zero + protocol 17, UDP length) and the datagram.
@@ -777,11 +783,11 @@ public sealed class GuestNet
         a.mov(ecx, 8);
         a.movzx(eax, __word_ptr[_staging + 38]);
         a.add(eax, 0x1100);
-        _g.Call(Label("sum16"));
+        _g.Call(Routine("sum16"));
         a.pop(ecx);
         a.add(ecx, 8);
         a.mov(esi, _staging + 34);
-        _g.Call(Label("sum16"));
+        _g.Call(Routine("sum16"));
         a.not(ax);
         a.test(ax, ax);
         a.jnz(nonZero);
@@ -790,7 +796,7 @@ public sealed class GuestNet
         a.mov(__word_ptr[_staging + 40], ax);
         a.add(ecx, 34);
         a.mov(esi, _staging);
-        _g.Call(Label("transmit"));
+        _g.Call(Routine("transmit"));
         a.popad();
         a.ret();
     }
@@ -800,7 +806,7 @@ public sealed class GuestNet
         Assembler a = A;
         Label reclaim = a.CreateLabel(), reclaimed = a.CreateLabel(), drop = a.CreateLabel(), up = a.CreateLabel();
 
-        _g.Mark(Label("transmit"));
+        _g.Mark(Routine("transmit"));
         a.pushad();
         a.cmp(__dword_ptr[_ready], 0);
         a.je(drop);
@@ -868,7 +874,7 @@ public sealed class GuestNet
     {
         Assembler a = A;
         Label loop = a.CreateLabel(), tail = a.CreateLabel(), fold = a.CreateLabel();
-        _g.Mark(Label("sum16"));
+        _g.Mark(Routine("sum16"));
         a.push(esi);
         a.push(ecx);
         a.push(edx);
@@ -904,19 +910,19 @@ public sealed class GuestNet
     private void EmitFormatting()
     {
         Assembler a = A;
-        _g.Mark(Label("hex8"));
+        _g.Mark(Routine("hex8"));
         a.push(eax);
         a.push(eax);
         a.shr(al, 4);
-        _g.Call(Label("hex_digit"));
+        _g.Call(Routine("hex_digit"));
         a.pop(eax);
         a.and(al, 0x0F);
-        _g.Call(Label("hex_digit"));
+        _g.Call(Routine("hex_digit"));
         a.pop(eax);
         a.ret();
 
         Label isNum = a.CreateLabel();
-        _g.Mark(Label("hex_digit"));
+        _g.Mark(Routine("hex_digit"));
         a.add(al, (byte)'0');
         a.cmp(al, (byte)'9');
         a.jbe(isNum);
@@ -926,7 +932,7 @@ public sealed class GuestNet
         a.ret();
 
         Label divide = a.CreateLabel(), emit = a.CreateLabel();
-        _g.Mark(Label("fmt_dec"));
+        _g.Mark(Routine("fmt_dec"));
         a.push(eax);
         a.push(ebx);
         a.push(ecx);

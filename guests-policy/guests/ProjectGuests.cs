@@ -16,7 +16,12 @@ public static class ProjectGuests
     /// <summary>Names of the built-in guests, for the CLI and the demo.</summary>
     public static IReadOnlyList<string> Names { get; } = ["hello", "kiosk", "interactive", "cpu-hog"];
 
-    /// <summary>Builds a guest by name; null if there is no such guest.</summary>
+    /// <summary>
+    /// Builds a guest by name; null if there is no such guest. The demo guests use the demo policy's
+    /// networks: kiosk <see cref="GuestNetwork.KioskDefault"/> (10.1.0.10 to 10.1.0.1, UDP 7000, payload
+    /// "SECRET kiosk uptime N s"), interactive <see cref="GuestNetwork.InteractiveDefault"/> (10.2.0.10 to
+    /// 10.2.0.1, UDP 7000, payload "unclass: LINE").
+    /// </summary>
     public static GuestImage? Build(string name) => name switch
     {
         "hello" => Hello(),
