@@ -49,7 +49,7 @@ internal static class PolicyMutations
         ["vm-memory-too-large"] = new(d => Vm(d, 0).MemoryMiB = 4096, PolicyRule.MemoryOutOfRange, "$.vms[0].memoryMiB"),
         ["unsupported-device"] = new(d => Vm(d, 0).Devices!.Add("floppy"), PolicyRule.UnsupportedDevice, "$.vms[0].devices[5]"),
         ["device-twice"] = new(d => Vm(d, 0).Devices!.Add("vga"), PolicyRule.UnsupportedDevice, "$.vms[0].devices[5]"),
-        ["console-without-device"] = new(d => Vm(d, 0).Devices!.Remove("vga"), PolicyRule.UnsupportedDevice, "$.vms[0].console"),
+        ["console-without-device"] = new(d => Vm(d, 0).Devices!.Remove("serial"), PolicyRule.UnsupportedDevice, "$.vms[0].console"),
         ["bad-clock"] = new(d => Vm(d, 0).Clock = "wallclock", PolicyRule.BadValue, "$.vms[0].clock"),
         ["signer-not-allowed"] = new(d => Vm(d, 1).Image!.Signers = ["secret-release"], PolicyRule.SignerNotAllowed, "$.vms[1].image.signers[0]"),
         ["unknown-signer"] = new(d => Vm(d, 0).Image!.Signers = ["nobody"], PolicyRule.UnknownReference, "$.vms[0].image.signers[0]"),
