@@ -91,6 +91,13 @@ public static class DemoCommand
         {
             using (peer = new DemoPeer(new IPEndPoint(IPAddress.Loopback, peerPort), new IPEndPoint(IPAddress.Loopback, appliancePort), log))
             {
+                // Without a person at a terminal, the demo types one line into the UNCLASSIFIED shell,
+                // which sends it to the peer: keys in, frames out, all of it audited.
+                bool unattended = options.Console is ConsoleMode.Lines or ConsoleMode.None
+                    || (options.Console == ConsoleMode.Auto && (Console.IsOutputRedirected || Console.IsInputRedirected));
+                using var typist = unattended && !options.Linux
+                    ? new Timer(_ => runtime.Vms[1].SendInput("hello from the demo operator\r"u8), null, TimeSpan.FromSeconds(2), Timeout.InfiniteTimeSpan)
+                    : null;
                 status = RunCommand.RunPrepared(runtime, runOptions, log);
             }
         }

@@ -69,6 +69,10 @@ public sealed class ApplianceRuntime : IDisposable
                 problems.Add($"VM {vm.Name}: {e.Message}");
                 progress.WriteLine($"      FAILED: {e.Message}");
             }
+            if (vm.Storage.Length > 0)
+            {
+                problems.Add($"VM {vm.Name}: vms[{vm.Name}].storage names {vm.Storage.Length} storage device(s), but this release has no block device to give it; remove the storage entries");
+            }
             if (File.Exists(vm.Audit.Path))
             {
                 problems.Add($"VM {vm.Name}: audit log {vm.Audit.Path} already exists; an audit log is never overwritten or appended to by a new run (move it away first)");

@@ -75,11 +75,7 @@ public class ApplianceRunTests(ITestOutputHelper output)
     public void OneBadImageStartsNothingAndNamesEveryProblem()
     {
         using var kit = new ApplianceTestKit();
-        string shell = kit.GuestImage("interactive");
-        string hog = kit.GuestImage("cpu-hog");
-        string policyPath = kit.Policy(
-            [ApplianceTestKit.Network("net-a", 1), ApplianceTestKit.Network("net-b", 2)],
-            [kit.Vm("alpha", shell, "net-a"), kit.Vm("beta", hog, "net-b")]);
+        var (policyPath, shell, hog) = ShellAndHog(kit);
         var policy = kit.Load(policyPath);
         // Flip one byte of beta's kernel payload (the last byte of the file).
         byte[] bytes = File.ReadAllBytes(hog);
@@ -102,11 +98,7 @@ public class ApplianceRunTests(ITestOutputHelper output)
     public void StatusAndStopThroughTheControlSocket()
     {
         using var kit = new ApplianceTestKit();
-        string shell = kit.GuestImage("interactive");
-        string hog = kit.GuestImage("cpu-hog");
-        string policyPath = kit.Policy(
-            [ApplianceTestKit.Network("net-a", 1), ApplianceTestKit.Network("net-b", 2)],
-            [kit.Vm("alpha", shell, "net-a"), kit.Vm("beta", hog, "net-b")]);
+        var (policyPath, shell, hog) = ShellAndHog(kit);
         using var runtime = ApplianceRuntime.Prepare(kit.Load(policyPath), null, TextWriter.Null);
         string socket = kit.Path("control.sock");
         var log = new StringWriter();
@@ -139,6 +131,17 @@ public class ApplianceRunTests(ITestOutputHelper output)
         Assert.False(File.Exists(socket));
         Assert.Contains("summary:", log.ToString(), StringComparison.Ordinal);
         Assert.True(AuditLogVerifier.VerifyFile(kit.Path("audit/alpha.audit"), null).Ok);
+    }
+
+    /// <summary>A signed policy: VM alpha runs the interactive guest, beta the CPU hog, each on its own network.</summary>
+    private static (string Policy, string ShellImage, string HogImage) ShellAndHog(ApplianceTestKit kit)
+    {
+        string shell = kit.GuestImage("interactive");
+        string hog = kit.GuestImage("cpu-hog");
+        string policy = kit.Policy(
+            [ApplianceTestKit.Network("net-a", 1), ApplianceTestKit.Network("net-b", 2)],
+            [kit.Vm("alpha", shell, "net-a"), kit.Vm("beta", hog, "net-b")]);
+        return (policy, shell, hog);
     }
 
     private static string Hex(AuditRecord record)

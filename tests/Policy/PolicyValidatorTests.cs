@@ -87,7 +87,7 @@ public class PolicyValidatorTests
         Assert.Equal(2, unknown.Count);
         Assert.Equal("$.vms[0].memroy", unknown[0].JsonPath);
         Assert.Contains("memoryMiB", unknown[0].Message, StringComparison.Ordinal); // lists what was expected
-        Assert.Equal(76, unknown[0].Line);
+        Assert.Equal(77, unknown[0].Line); // the line of vms[0].memoryMiB in the example
         Assert.Contains(result.Problems, p => p.Rule == PolicyRule.BadValue && p.JsonPath == "$.vms[1].clock");
     }
 
