@@ -144,7 +144,18 @@ public static class RunCommand
                 ? (Console.IsOutputRedirected || Console.IsInputRedirected ? ConsoleMode.Lines : ConsoleMode.Terminal)
                 : options.Console;
             using LineLog? lines = mode == ConsoleMode.Lines ? LineLog.Attach(runtime.Vms, Console.Out) : null;
-            runtime.StartAll();
+            try
+            {
+                runtime.StartAll();
+            }
+            catch (ApplianceException e)
+            {
+                // A log that cannot take VmStart: fail secure, stop what started, keep what was written.
+                log.WriteLine($"securevmm run: {e.Message}");
+                runtime.StopAll();
+                runtime.FinishAll();
+                return Boot.BootCommand.ExitAuditFailure;
+            }
             log.WriteLine($"running {runtime.Vms.Count} VMs; control socket {control.Path}" + (options.Seconds is double s ? $"; stopping after {s:0.#} s" : "; Ctrl-C stops everything"));
             if (mode == ConsoleMode.Terminal)
             {
@@ -177,7 +188,8 @@ public static class RunCommand
         // It returns once every VM has stopped after Ctrl-A x / Ctrl-C, or when stopAll fires
         // (--seconds, `securevmm stop`, a signal); the caller then finishes every VM.
         var controls = new ConsoleControls(
-            pane => ((ApplianceVm)pane).RequestStop(),
+            // Stopping one VM completes and closes its audit log at once, off the console's thread.
+            pane => ThreadPool.QueueUserWorkItem(_ => runtime.Stop((ApplianceVm)pane)),
             () =>
             {
                 foreach (var vm in runtime.Vms)
