@@ -14,6 +14,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.Ordi
     ["nic"] = NicBench.Run,
     ["x87"] = X87Bench.Run,
     ["compare"] = CompareBench.Run,
+    ["linux"] = LinuxBench.Run,
 };
 if (args.Length > 0 && benchmarks.TryGetValue(args[0], out var run))
 {
