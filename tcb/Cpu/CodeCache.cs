@@ -34,6 +34,8 @@ internal struct DecodedInsn
     public byte SrcSize;
     public byte Aux;
     public byte Length;
+    /// <summary>The specialized form the run loop executes inline (<see cref="FastOp"/>), or 0.</summary>
+    public byte Fast;
 }
 
 /// <summary>A run of decoded instructions from one guest-physical page, ending at a control transfer.</summary>
@@ -430,7 +432,7 @@ public sealed partial class Cpu
     /// <summary>Operand size (bytes) of instructions without a register/memory first operand (PUSH imm, IRET, ...).</summary>
     private static int OperandSizeOf(in Instruction insn)
     {
-        int bits = insn.Code.ToOpCode().OperandSize;
+        int bits = s_operandSizeBits[(int)insn.Code];
         if (bits == 0)
         {
             bits = insn.CodeSize == CodeSize.Code16 ? 16 : 32;

@@ -308,7 +308,7 @@ public sealed partial class Cpu
             _espAtStart = _gpr[4];
             _currentInsnEip = d.Eip;
             _eip = d.NextEip;
-            d.Handler(this, ref d);
+            ExecuteFast(ref d);
             if (_event != 0)
             {
                 int ev = _event;
