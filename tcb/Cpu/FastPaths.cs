@@ -33,7 +33,8 @@ internal static class FastOp
 // ControlTransfer.cs compute (the differential tests run through both), without the
 // per-execution operand-kind and width dispatch. The run loop executes them inline through a
 // switch on DecodedInsn.Fast (a jump table: no delegate call, no call stub), and each also has a
-// handler delegate built from the same method, so both paths run one body.
+// handler delegate built from the same method, so both paths run one body. Register numbers
+// here are below 8 (checked in Specialize); the "& 7" only lets the JIT drop the bounds check.
 public sealed partial class Cpu
 {
     private static readonly byte[] s_fastRegReg = new byte[CodeCount];
@@ -43,6 +44,18 @@ public sealed partial class Cpu
     private static readonly byte[] s_fastMemImm = new byte[CodeCount];
     private static readonly byte[] s_fastNearBranch = new byte[CodeCount];
     private static readonly InsnHandler[] s_fastHandlers = new InsnHandler[FastOp.Count];
+    private bool _specializedForms = true;
+
+    /// <summary>
+    /// Whether instructions are decoded into their specialized forms (the default). False sends
+    /// every instruction through its generic handler: the reference the fast forms are tested
+    /// against. Set it before running; blocks already decoded keep their forms.
+    /// </summary>
+    public bool SpecializedForms
+    {
+        get => _specializedForms;
+        set => _specializedForms = value;
+    }
 
     private static void RegisterFastPaths()
     {
@@ -247,20 +260,20 @@ public sealed partial class Cpu
     // ---------------------------------------------------------------- MOV / MOVZX / LEA
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastMovRR(ref DecodedInsn d) => _gpr[d.Reg0] = _gpr[d.Reg1];
+    private void FastMovRR(ref DecodedInsn d) => _gpr[d.Reg0 & 7] = _gpr[d.Reg1 & 7];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastMovRI(ref DecodedInsn d) => _gpr[d.Reg0] = d.Imm;
+    private void FastMovRI(ref DecodedInsn d) => _gpr[d.Reg0 & 7] = d.Imm;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FastMovRM(ref DecodedInsn d)
     {
         uint v = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
-        if (!Faulted) _gpr[d.Reg0] = v;
+        if (!Faulted) _gpr[d.Reg0 & 7] = v;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastMovMR(ref DecodedInsn d) => WriteSeg(d.Seg, EffectiveAddress(ref d), 4, _gpr[d.Reg1]);
+    private void FastMovMR(ref DecodedInsn d) => WriteSeg(d.Seg, EffectiveAddress(ref d), 4, _gpr[d.Reg1 & 7]);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FastMovMI(ref DecodedInsn d) => WriteSeg(d.Seg, EffectiveAddress(ref d), 4, d.Imm);
@@ -270,58 +283,58 @@ public sealed partial class Cpu
     {
         // The generic MOVZX: the source (8 or 16 bits, register or memory) zero-extended into r32.
         uint v = ReadOp1(ref d);
-        if (!Faulted) _gpr[d.Reg0] = v;
+        if (!Faulted) _gpr[d.Reg0 & 7] = v;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastLeaR(ref DecodedInsn d) => _gpr[d.Reg0] = EffectiveAddress(ref d);
+    private void FastLeaR(ref DecodedInsn d) => _gpr[d.Reg0 & 7] = EffectiveAddress(ref d);
 
     // ---------------------------------------------------------------- ALU
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastAddRR(ref DecodedInsn d) { uint a = _gpr[d.Reg0], b = _gpr[d.Reg1], r = a + b; _gpr[d.Reg0] = r; FlagsAdd(a, b, r, 4); }
+    private void FastAddRR(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = _gpr[d.Reg1 & 7], r = a + b; _gpr[d.Reg0 & 7] = r; FlagsAdd(a, b, r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastAddRI(ref DecodedInsn d) { uint a = _gpr[d.Reg0], b = d.Imm, r = a + b; _gpr[d.Reg0] = r; FlagsAdd(a, b, r, 4); }
+    private void FastAddRI(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = d.Imm, r = a + b; _gpr[d.Reg0 & 7] = r; FlagsAdd(a, b, r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FastAddRM(ref DecodedInsn d)
     {
         uint b = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
         if (Faulted) return;
-        uint a = _gpr[d.Reg0], r = a + b;
-        _gpr[d.Reg0] = r;
+        uint a = _gpr[d.Reg0 & 7], r = a + b;
+        _gpr[d.Reg0 & 7] = r;
         FlagsAdd(a, b, r, 4);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastSubRR(ref DecodedInsn d) { uint a = _gpr[d.Reg0], b = _gpr[d.Reg1], r = a - b; _gpr[d.Reg0] = r; FlagsSub(a, b, r, 4); }
+    private void FastSubRR(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = _gpr[d.Reg1 & 7], r = a - b; _gpr[d.Reg0 & 7] = r; FlagsSub(a, b, r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastSubRI(ref DecodedInsn d) { uint a = _gpr[d.Reg0], b = d.Imm, r = a - b; _gpr[d.Reg0] = r; FlagsSub(a, b, r, 4); }
+    private void FastSubRI(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = d.Imm, r = a - b; _gpr[d.Reg0 & 7] = r; FlagsSub(a, b, r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FastSubRM(ref DecodedInsn d)
     {
         uint b = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
         if (Faulted) return;
-        uint a = _gpr[d.Reg0], r = a - b;
-        _gpr[d.Reg0] = r;
+        uint a = _gpr[d.Reg0 & 7], r = a - b;
+        _gpr[d.Reg0 & 7] = r;
         FlagsSub(a, b, r, 4);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastCmpRR(ref DecodedInsn d) { uint a = _gpr[d.Reg0], b = _gpr[d.Reg1]; FlagsSub(a, b, a - b, 4); }
+    private void FastCmpRR(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = _gpr[d.Reg1 & 7]; FlagsSub(a, b, a - b, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastCmpRI(ref DecodedInsn d) { uint a = _gpr[d.Reg0], b = d.Imm; FlagsSub(a, b, a - b, 4); }
+    private void FastCmpRI(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = d.Imm; FlagsSub(a, b, a - b, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FastCmpRM(ref DecodedInsn d)
     {
         uint b = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
         if (Faulted) return;
-        uint a = _gpr[d.Reg0];
+        uint a = _gpr[d.Reg0 & 7];
         FlagsSub(a, b, a - b, 4);
     }
 
@@ -330,7 +343,7 @@ public sealed partial class Cpu
     {
         uint a = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
         if (Faulted) return;
-        uint b = _gpr[d.Reg1];
+        uint b = _gpr[d.Reg1 & 7];
         FlagsSub(a, b, a - b, 4);
     }
 
@@ -344,52 +357,52 @@ public sealed partial class Cpu
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastAndRR(ref DecodedInsn d) { uint r = _gpr[d.Reg0] & _gpr[d.Reg1]; _gpr[d.Reg0] = r; FlagsLogic(r, 4); }
+    private void FastAndRR(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] & _gpr[d.Reg1 & 7]; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastAndRI(ref DecodedInsn d) { uint r = _gpr[d.Reg0] & d.Imm; _gpr[d.Reg0] = r; FlagsLogic(r, 4); }
+    private void FastAndRI(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] & d.Imm; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastOrRR(ref DecodedInsn d) { uint r = _gpr[d.Reg0] | _gpr[d.Reg1]; _gpr[d.Reg0] = r; FlagsLogic(r, 4); }
+    private void FastOrRR(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] | _gpr[d.Reg1 & 7]; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastOrRI(ref DecodedInsn d) { uint r = _gpr[d.Reg0] | d.Imm; _gpr[d.Reg0] = r; FlagsLogic(r, 4); }
+    private void FastOrRI(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] | d.Imm; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastXorRR(ref DecodedInsn d) { uint r = _gpr[d.Reg0] ^ _gpr[d.Reg1]; _gpr[d.Reg0] = r; FlagsLogic(r, 4); }
+    private void FastXorRR(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] ^ _gpr[d.Reg1 & 7]; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastXorRI(ref DecodedInsn d) { uint r = _gpr[d.Reg0] ^ d.Imm; _gpr[d.Reg0] = r; FlagsLogic(r, 4); }
+    private void FastXorRI(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] ^ d.Imm; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastTestRR(ref DecodedInsn d) => FlagsLogic(_gpr[d.Reg0] & _gpr[d.Reg1], 4);
+    private void FastTestRR(ref DecodedInsn d) => FlagsLogic(_gpr[d.Reg0 & 7] & _gpr[d.Reg1 & 7], 4);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastTestRI(ref DecodedInsn d) => FlagsLogic(_gpr[d.Reg0] & d.Imm, 4);
+    private void FastTestRI(ref DecodedInsn d) => FlagsLogic(_gpr[d.Reg0 & 7] & d.Imm, 4);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastIncR(ref DecodedInsn d) { uint a = _gpr[d.Reg0], r = a + 1; _gpr[d.Reg0] = r; FlagsIncDec(a, r, 4, dec: false); }
+    private void FastIncR(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], r = a + 1; _gpr[d.Reg0 & 7] = r; FlagsIncDec(a, r, 4, dec: false); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastDecR(ref DecodedInsn d) { uint a = _gpr[d.Reg0], r = a - 1; _gpr[d.Reg0] = r; FlagsIncDec(a, r, 4, dec: true); }
+    private void FastDecR(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], r = a - 1; _gpr[d.Reg0 & 7] = r; FlagsIncDec(a, r, 4, dec: true); }
 
     // IMUL r32, r/m32 (register source) and IMUL r32, r32, imm: CF = OF = the product does not fit
     // in 32 bits; SF/ZF/PF from the low half, AF cleared, as the generic Imul (Arithmetic.cs).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FastImulRR(ref DecodedInsn d)
     {
-        long p = (long)(int)_gpr[d.Reg0] * (int)_gpr[d.Reg1];
+        long p = (long)(int)_gpr[d.Reg0 & 7] * (int)_gpr[d.Reg1 & 7];
         bool ov = p != (int)p;
-        _gpr[d.Reg0] = (uint)p;
+        _gpr[d.Reg0 & 7] = (uint)p;
         FlagsExplicit((uint)p, 4, ov, ov, false);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FastImulRRI(ref DecodedInsn d)
     {
-        long p = (long)(int)_gpr[d.Reg1] * (int)d.Imm;
+        long p = (long)(int)_gpr[d.Reg1 & 7] * (int)d.Imm;
         bool ov = p != (int)p;
-        _gpr[d.Reg0] = (uint)p;
+        _gpr[d.Reg0 & 7] = (uint)p;
         FlagsExplicit((uint)p, 4, ov, ov, false);
     }
 
@@ -400,11 +413,11 @@ public sealed partial class Cpu
     {
         int n = (int)(d.Imm & 0x1F);
         if (n == 0) return;
-        uint v = _gpr[d.Reg0];
+        uint v = _gpr[d.Reg0 & 7];
         uint t = v << (n - 1);
         bool cf = (t >> 31) != 0;
         uint r = t << 1;
-        _gpr[d.Reg0] = r;
+        _gpr[d.Reg0 & 7] = r;
         FlagsExplicit(r, 4, cf, cf ^ ((r >> 31) != 0), false);
     }
 
@@ -413,9 +426,9 @@ public sealed partial class Cpu
     {
         int n = (int)(d.Imm & 0x1F);
         if (n == 0) return;
-        uint t = _gpr[d.Reg0] >> (n - 1);
+        uint t = _gpr[d.Reg0 & 7] >> (n - 1);
         uint r = t >> 1;
-        _gpr[d.Reg0] = r;
+        _gpr[d.Reg0 & 7] = r;
         FlagsExplicit(r, 4, (t & 1) != 0, ((t ^ r) >> 31) != 0, false);
     }
 
@@ -424,9 +437,9 @@ public sealed partial class Cpu
     {
         int n = (int)(d.Imm & 0x1F);
         if (n == 0) return;
-        int t = (int)_gpr[d.Reg0] >> (n - 1);
+        int t = (int)_gpr[d.Reg0 & 7] >> (n - 1);
         uint r = (uint)(t >> 1);
-        _gpr[d.Reg0] = r;
+        _gpr[d.Reg0 & 7] = r;
         FlagsExplicit(r, 4, (t & 1) != 0, (((uint)t ^ r) >> 31) != 0, false);
     }
 
@@ -435,8 +448,8 @@ public sealed partial class Cpu
     {
         int n = (int)(d.Imm & 0x1F);
         if (n == 0) return;
-        uint r = BitOperations.RotateLeft(_gpr[d.Reg0], n);
-        _gpr[d.Reg0] = r;
+        uint r = BitOperations.RotateLeft(_gpr[d.Reg0 & 7], n);
+        _gpr[d.Reg0 & 7] = r;
         bool cf = (r & 1) != 0;
         FlagsRotate(cf, ((r >> 31) != 0) ^ cf);
     }
@@ -446,15 +459,15 @@ public sealed partial class Cpu
     {
         int n = (int)(d.Imm & 0x1F);
         if (n == 0) return;
-        uint r = BitOperations.RotateRight(_gpr[d.Reg0], n);
-        _gpr[d.Reg0] = r;
+        uint r = BitOperations.RotateRight(_gpr[d.Reg0 & 7], n);
+        _gpr[d.Reg0 & 7] = r;
         FlagsRotate((r >> 31) != 0, (((r << 1) ^ r) >> 31) != 0);
     }
 
     // ---------------------------------------------------------------- stack and near branches
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastPushR(ref DecodedInsn d) => Push(_gpr[d.Reg0], 4);
+    private void FastPushR(ref DecodedInsn d) => Push(_gpr[d.Reg0 & 7], 4);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FastPopR(ref DecodedInsn d)
@@ -463,7 +476,7 @@ public sealed partial class Cpu
         uint v = PeekStack(0, 4);
         if (Faulted) return;
         SetStackPointer(StackPointer + 4);
-        _gpr[d.Reg0] = v;
+        _gpr[d.Reg0 & 7] = v;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -51,6 +51,7 @@ public sealed partial class Cpu
     }
 
     /// <summary>Sets ZF/SF/PF from <paramref name="r"/> and CF/OF/AF as given.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FlagsExplicit(uint r, int size, bool cf, bool of, bool af)
     {
         int top = size * 8 - 1;
@@ -101,11 +102,17 @@ public sealed partial class Cpu
         _eflags = (_eflags & ~(EflagsBits.CF | EflagsBits.OF)) | c | (o << 11);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool GetCF() => _lfLazy ? ((_lfCarries >> _lfTop) & 1) != 0 : (_eflags & EflagsBits.CF) != 0;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool GetZF() => _lfLazy ? _lfResult == 0 : (_eflags & EflagsBits.ZF) != 0;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool GetSF() => _lfLazy ? ((_lfResult >> _lfTop) & 1) != 0 : (_eflags & EflagsBits.SF) != 0;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool GetOF() => _lfLazy ? (((_lfCarries >> _lfTop) ^ (_lfCarries >> (_lfTop - 1))) & 1) != 0 : (_eflags & EflagsBits.OF) != 0;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool GetAF() => _lfLazy ? (_lfCarries & 8) != 0 : (_eflags & EflagsBits.AF) != 0;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool GetPF() => _lfLazy ? (BitOperations.PopCount(_lfResult & 0xFF) & 1) == 0 : (_eflags & EflagsBits.PF) != 0;
 
     /// <summary>Evaluates condition code <paramref name="cc"/> (0-15, the tttn encoding of SDM vol. 2, B.1.4.7).</summary>
