@@ -317,7 +317,7 @@ public static class CompareBench
     }
 
     /// <summary>Boots the Debian kernel in-process and times VM start to the prompt on the serial port.</summary>
-    private static (double Seconds, long Instructions) LinuxInProcess(byte[] kernel, byte[] initrd)
+    internal static (double Seconds, long Instructions) LinuxInProcess(byte[] kernel, byte[] initrd)
     {
         var serial = new PromptWatch(LinuxPrompt);
         using var vm = new VirtualMachine(new MachineConfig

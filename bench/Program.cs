@@ -15,6 +15,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>(StringComparer.Ordi
     ["x87"] = X87Bench.Run,
     ["compare"] = CompareBench.Run,
     ["console"] = ConsoleBench.Run,
+    ["linux"] = LinuxBench.Run,
 };
 if (args.Length > 0 && benchmarks.TryGetValue(args[0], out var run))
 {

@@ -34,6 +34,8 @@ internal struct DecodedInsn
     public byte SrcSize;
     public byte Aux;
     public byte Length;
+    /// <summary>The specialized form the run loop executes inline (<see cref="FastOp"/>), or 0.</summary>
+    public byte Fast;
 }
 
 /// <summary>A run of decoded instructions from one guest-physical page, ending at a control transfer.</summary>
@@ -136,9 +138,9 @@ public sealed partial class Cpu
         uint pageBase = page << 12;
         for (int i = 0; i < TlbSize; i++)
         {
-            if (_tlbPage[i] == pageBase && _tlbTag[i] != TlbInvalid)
+            if (_tlb[i].Page == pageBase && _tlb[i].Tag != TlbInvalid)
             {
-                _tlbPerm[i] &= unchecked((byte)~(PermWriteSup | PermWriteUser));
+                _tlb[i].Perm &= unchecked((byte)~(PermWriteSup | PermWriteUser));
             }
         }
     }
@@ -146,12 +148,14 @@ public sealed partial class Cpu
     private Block? _lastBlock;
     private uint _fetchEpoch;
 
-    /// <summary>Finds or builds the block at CS:EIP; null when fetching raised a fault.</summary>
-    private Block? FetchBlock()
+    /// <summary>
+    /// Finds or builds the block at CS:EIP, first among the successors of <paramref name="last"/>
+    /// (the block that ran before, if cached); null when fetching raised a fault.
+    /// </summary>
+    private Block? FetchBlock(Block? last)
     {
         ref SegmentCache cs = ref _seg[(int)SegReg.Cs];
         uint eip = _eip;
-        Block? last = _lastBlock;
         if (last is not null)
         {
             Block? s = last.Succ0;
@@ -198,9 +202,9 @@ public sealed partial class Cpu
         uint lpn = lin >> 12;
         int idx = (int)(lpn & TlbMask);
         uint phys;
-        if (_tlbTag[idx] == lpn && (_tlbPerm[idx] & _permRead) != 0)
+        if (_tlb[idx].Tag == lpn && (_tlb[idx].Perm & _permRead) != 0)
         {
-            phys = _tlbPage[idx] | (lin & 0xFFF);
+            phys = _tlb[idx].Page | (lin & 0xFFF);
         }
         else
         {
@@ -304,7 +308,7 @@ public sealed partial class Cpu
                 return null;
             }
             ref DecodedInsn d = ref _scratchInsns[count];
-            Digest(ref d, in insn, ip, next);
+            Digest(ref d, in insn, ip, next, _specializedForms);
             count++;
             pos += insn.Length;
             ip = next;
@@ -338,7 +342,7 @@ public sealed partial class Cpu
     }
 
     /// <summary>Fills a <see cref="DecodedInsn"/> from Iced's decoding.</summary>
-    private static void Digest(ref DecodedInsn d, in Instruction insn, uint ip, uint next)
+    private static void Digest(ref DecodedInsn d, in Instruction insn, uint ip, uint next, bool specialize)
     {
         d = default;
         d.I = insn;
@@ -417,7 +421,10 @@ public sealed partial class Cpu
         {
             d.SrcSize = d.OpSize;
         }
-        Specialize(ref d, opCount);
+        if (specialize)
+        {
+            Specialize(ref d, opCount);
+        }
         // String instructions: element size from the memory operand (MOVSB/W/D ...).
         if (insn.IsStringInstruction)
         {
@@ -430,7 +437,7 @@ public sealed partial class Cpu
     /// <summary>Operand size (bytes) of instructions without a register/memory first operand (PUSH imm, IRET, ...).</summary>
     private static int OperandSizeOf(in Instruction insn)
     {
-        int bits = insn.Code.ToOpCode().OperandSize;
+        int bits = s_operandSizeBits[(int)insn.Code];
         if (bits == 0)
         {
             bits = insn.CodeSize == CodeSize.Code16 ? 16 : 32;

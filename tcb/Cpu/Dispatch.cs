@@ -12,6 +12,19 @@ public sealed partial class Cpu
     private static readonly byte[] s_aux = new byte[CodeCount];
     private static readonly InsnHandler s_undefined = Undefined;
     private static readonly bool[] s_endsBlock = new bool[CodeCount];
+    // Iced's fixed operand size of each Code in bits (0 = by code size), read at run time by
+    // handlers such as CALL/RET/PUSH imm; a table so that no handler walks Iced's OpCodeInfo.
+    private static readonly byte[] s_operandSizeBits = BuildOperandSizeTable();
+
+    private static byte[] BuildOperandSizeTable()
+    {
+        var table = new byte[CodeCount];
+        foreach (var code in Enum.GetValues<Code>())
+        {
+            table[(int)code] = (byte)code.ToOpCode().OperandSize;
+        }
+        return table;
+    }
 
     static Cpu()
     {

@@ -1,111 +1,493 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
 using Iced.Intel;
 
 namespace SecureVmm.Tcb.Cpu;
 
+/// <summary>
+/// Numbers of the specialized forms the run loop executes inline (see <see cref="Cpu"/>'s
+/// ExecuteBlock): R = 32-bit general register, I = immediate, M = memory operand of 32 bits
+/// unless the name says otherwise. 0 = none: the instruction goes through its handler delegate.
+/// </summary>
+internal static class FastOp
+{
+    public const byte None = 0;
+    public const byte MovRR = 1, MovRI = 2, MovRM = 3, MovMR = 4, MovMI = 5;
+    public const byte AddRR = 6, AddRI = 7, AddRM = 8;
+    public const byte SubRR = 9, SubRI = 10, SubRM = 11;
+    public const byte CmpRR = 12, CmpRI = 13, CmpRM = 14, CmpMR = 15, CmpMI = 16;
+    public const byte AndRR = 17, AndRI = 18, OrRR = 19, OrRI = 20, XorRR = 21, XorRI = 22;
+    public const byte TestRR = 23, TestRI = 24;
+    public const byte IncR = 25, DecR = 26, LeaR = 27;
+    public const byte Jcc = 28, JmpNear = 29;
+    public const byte ShlRI = 30, ShrRI = 31, SarRI = 32, RolRI = 33, RorRI = 34;
+    public const byte PushR = 35, PopR = 36;
+    public const byte MovzxRM = 37, ImulRRI = 38, ImulRR = 39;
+    public const byte Count = 40;
+}
+
 // Specialized handlers for the commonest operand shapes, chosen once when an instruction is
-// decoded: 32-bit register/register, register/immediate and register-from-memory forms of the
-// everyday ALU and MOV instructions. They compute exactly what the generic handlers in
-// Arithmetic.cs/Logic.cs/DataTransfer.cs compute (the differential tests run through both),
-// without the per-execution operand-kind and width dispatch.
+// decoded: 32-bit register/register, register/immediate, register/memory and memory/register
+// forms of the everyday ALU, MOV, shift and stack instructions, and the near branches. They
+// compute exactly what the generic handlers in Arithmetic.cs/Logic.cs/DataTransfer.cs/Shifts.cs/
+// ControlTransfer.cs compute (the differential tests run through both), without the
+// per-execution operand-kind and width dispatch. The run loop executes them inline through a
+// switch on DecodedInsn.Fast (a jump table: no delegate call, no call stub), and each also has a
+// handler delegate built from the same method, so both paths run one body. Register numbers
+// here are below 8 (checked in Specialize); the "& 7" only lets the JIT drop the bounds check.
 public sealed partial class Cpu
 {
-    private static readonly InsnHandler?[] s_fastRegReg = new InsnHandler?[CodeCount];
-    private static readonly InsnHandler?[] s_fastRegImm = new InsnHandler?[CodeCount];
-    private static readonly InsnHandler?[] s_fastRegMem = new InsnHandler?[CodeCount];
+    private static readonly byte[] s_fastRegReg = new byte[CodeCount];
+    private static readonly byte[] s_fastRegImm = new byte[CodeCount];
+    private static readonly byte[] s_fastRegMem = new byte[CodeCount];
+    private static readonly byte[] s_fastMemReg = new byte[CodeCount];
+    private static readonly byte[] s_fastMemImm = new byte[CodeCount];
+    private static readonly byte[] s_fastNearBranch = new byte[CodeCount];
+    private static readonly InsnHandler[] s_fastHandlers = new InsnHandler[FastOp.Count];
+    private bool _specializedForms = true;
+
+    /// <summary>
+    /// Whether instructions are decoded into their specialized forms (the default). False sends
+    /// every instruction through its generic handler: the reference the fast forms are tested
+    /// against. Set it before running; blocks already decoded keep their forms.
+    /// </summary>
+    public bool SpecializedForms
+    {
+        get => _specializedForms;
+        set => _specializedForms = value;
+    }
 
     private static void RegisterFastPaths()
     {
-        Fast(Mnemonic.Mov,
-            (c, ref d) => c._gpr[d.Reg0] = c._gpr[d.Reg1],
-            (c, ref d) => c._gpr[d.Reg0] = d.Imm,
-            (c, ref d) =>
+        Fast(Mnemonic.Mov, FastOp.MovRR, FastOp.MovRI, FastOp.MovRM, FastOp.MovMR, FastOp.MovMI);
+        Fast(Mnemonic.Add, FastOp.AddRR, FastOp.AddRI, FastOp.AddRM, 0, 0);
+        Fast(Mnemonic.Sub, FastOp.SubRR, FastOp.SubRI, FastOp.SubRM, 0, 0);
+        Fast(Mnemonic.Cmp, FastOp.CmpRR, FastOp.CmpRI, FastOp.CmpRM, FastOp.CmpMR, FastOp.CmpMI);
+        Fast(Mnemonic.And, FastOp.AndRR, FastOp.AndRI, 0, 0, 0);
+        Fast(Mnemonic.Or, FastOp.OrRR, FastOp.OrRI, 0, 0, 0);
+        Fast(Mnemonic.Xor, FastOp.XorRR, FastOp.XorRI, 0, 0, 0);
+        Fast(Mnemonic.Test, FastOp.TestRR, FastOp.TestRI, 0, 0, 0);
+        // One-operand forms (INC/DEC/PUSH/POP r32) use the register/register slot.
+        Fast(Mnemonic.Inc, FastOp.IncR, 0, 0, 0, 0);
+        Fast(Mnemonic.Dec, FastOp.DecR, 0, 0, 0, 0);
+        Fast(Mnemonic.Push, FastOp.PushR, 0, 0, 0, 0);
+        Fast(Mnemonic.Pop, FastOp.PopR, 0, 0, 0, 0);
+        Fast(Mnemonic.Lea, 0, 0, FastOp.LeaR, 0, 0);
+        // Shifts by an immediate (the D1 forms give Iced's implicit 1 as an immediate too).
+        Fast(Mnemonic.Shl, 0, FastOp.ShlRI, 0, 0, 0);
+        Fast(Mnemonic.Sal, 0, FastOp.ShlRI, 0, 0, 0);
+        Fast(Mnemonic.Shr, 0, FastOp.ShrRI, 0, 0, 0);
+        Fast(Mnemonic.Sar, 0, FastOp.SarRI, 0, 0, 0);
+        Fast(Mnemonic.Rol, 0, FastOp.RolRI, 0, 0, 0);
+        Fast(Mnemonic.Ror, 0, FastOp.RorRI, 0, 0, 0);
+        Fast(Mnemonic.Movzx, FastOp.MovzxRM, 0, FastOp.MovzxRM, 0, 0);
+        Fast(Mnemonic.Imul, FastOp.ImulRR, 0, 0, 0, 0);
+        foreach (var code in Enum.GetValues<Code>())
+        {
+            var info = code.ToOpCode();
+            if (info.Encoding != EncodingKind.Legacy || (!info.Mode16 && !info.Mode32))
             {
-                uint v = c.ReadSeg(d.Seg, c.EffectiveAddress(ref d), 4);
-                if (!c.Faulted) c._gpr[d.Reg0] = v;
-            });
-        Fast(Mnemonic.Add,
-            (c, ref d) => { uint a = c._gpr[d.Reg0], b = c._gpr[d.Reg1], r = a + b; c._gpr[d.Reg0] = r; c.FlagsAdd(a, b, r, 4); },
-            (c, ref d) => { uint a = c._gpr[d.Reg0], b = d.Imm, r = a + b; c._gpr[d.Reg0] = r; c.FlagsAdd(a, b, r, 4); },
-            (c, ref d) =>
+                continue;
+            }
+            bool rel = info.Op0Kind is OpCodeOperandKind.br16_1 or OpCodeOperandKind.br16_2 or OpCodeOperandKind.br32_1 or OpCodeOperandKind.br32_4;
+            var m = code.Mnemonic();
+            if (rel && m == Mnemonic.Jmp)
             {
-                uint b = c.ReadSeg(d.Seg, c.EffectiveAddress(ref d), 4);
-                if (c.Faulted) return;
-                uint a = c._gpr[d.Reg0], r = a + b;
-                c._gpr[d.Reg0] = r;
-                c.FlagsAdd(a, b, r, 4);
-            });
-        Fast(Mnemonic.Sub,
-            (c, ref d) => { uint a = c._gpr[d.Reg0], b = c._gpr[d.Reg1], r = a - b; c._gpr[d.Reg0] = r; c.FlagsSub(a, b, r, 4); },
-            (c, ref d) => { uint a = c._gpr[d.Reg0], b = d.Imm, r = a - b; c._gpr[d.Reg0] = r; c.FlagsSub(a, b, r, 4); },
-            null);
-        Fast(Mnemonic.Cmp,
-            (c, ref d) => { uint a = c._gpr[d.Reg0], b = c._gpr[d.Reg1]; c.FlagsSub(a, b, a - b, 4); },
-            (c, ref d) => { uint a = c._gpr[d.Reg0], b = d.Imm; c.FlagsSub(a, b, a - b, 4); },
-            (c, ref d) =>
+                s_fastNearBranch[(int)code] = FastOp.JmpNear;
+            }
+            else if (rel && ConditionOf(m) >= 0 && m.ToString().StartsWith('J'))
             {
-                uint b = c.ReadSeg(d.Seg, c.EffectiveAddress(ref d), 4);
-                if (c.Faulted) return;
-                uint a = c._gpr[d.Reg0];
-                c.FlagsSub(a, b, a - b, 4);
-            });
-        Fast(Mnemonic.And,
-            (c, ref d) => { uint r = c._gpr[d.Reg0] & c._gpr[d.Reg1]; c._gpr[d.Reg0] = r; c.FlagsLogic(r, 4); },
-            (c, ref d) => { uint r = c._gpr[d.Reg0] & d.Imm; c._gpr[d.Reg0] = r; c.FlagsLogic(r, 4); },
-            null);
-        Fast(Mnemonic.Or,
-            (c, ref d) => { uint r = c._gpr[d.Reg0] | c._gpr[d.Reg1]; c._gpr[d.Reg0] = r; c.FlagsLogic(r, 4); },
-            (c, ref d) => { uint r = c._gpr[d.Reg0] | d.Imm; c._gpr[d.Reg0] = r; c.FlagsLogic(r, 4); },
-            null);
-        Fast(Mnemonic.Xor,
-            (c, ref d) => { uint r = c._gpr[d.Reg0] ^ c._gpr[d.Reg1]; c._gpr[d.Reg0] = r; c.FlagsLogic(r, 4); },
-            (c, ref d) => { uint r = c._gpr[d.Reg0] ^ d.Imm; c._gpr[d.Reg0] = r; c.FlagsLogic(r, 4); },
-            null);
-        Fast(Mnemonic.Test,
-            (c, ref d) => c.FlagsLogic(c._gpr[d.Reg0] & c._gpr[d.Reg1], 4),
-            (c, ref d) => c.FlagsLogic(c._gpr[d.Reg0] & d.Imm, 4),
-            null);
-        // INC/DEC r32 (one operand): the "register/register" slot is used for the register form.
-        Fast(Mnemonic.Inc,
-            (c, ref d) => { uint a = c._gpr[d.Reg0], r = a + 1; c._gpr[d.Reg0] = r; c.FlagsIncDec(a, r, 4, dec: false); },
-            null, null);
-        Fast(Mnemonic.Dec,
-            (c, ref d) => { uint a = c._gpr[d.Reg0], r = a - 1; c._gpr[d.Reg0] = r; c.FlagsIncDec(a, r, 4, dec: true); },
-            null, null);
-        Fast(Mnemonic.Lea, null, null, (c, ref d) => c._gpr[d.Reg0] = c.EffectiveAddress(ref d));
+                s_fastNearBranch[(int)code] = FastOp.Jcc;
+            }
+        }
+
+        s_fastHandlers[FastOp.None] = s_undefined;
+        s_fastHandlers[FastOp.MovRR] = (c, ref d) => c.FastMovRR(ref d);
+        s_fastHandlers[FastOp.MovRI] = (c, ref d) => c.FastMovRI(ref d);
+        s_fastHandlers[FastOp.MovRM] = (c, ref d) => c.FastMovRM(ref d);
+        s_fastHandlers[FastOp.MovMR] = (c, ref d) => c.FastMovMR(ref d);
+        s_fastHandlers[FastOp.MovMI] = (c, ref d) => c.FastMovMI(ref d);
+        s_fastHandlers[FastOp.AddRR] = (c, ref d) => c.FastAddRR(ref d);
+        s_fastHandlers[FastOp.AddRI] = (c, ref d) => c.FastAddRI(ref d);
+        s_fastHandlers[FastOp.AddRM] = (c, ref d) => c.FastAddRM(ref d);
+        s_fastHandlers[FastOp.SubRR] = (c, ref d) => c.FastSubRR(ref d);
+        s_fastHandlers[FastOp.SubRI] = (c, ref d) => c.FastSubRI(ref d);
+        s_fastHandlers[FastOp.SubRM] = (c, ref d) => c.FastSubRM(ref d);
+        s_fastHandlers[FastOp.CmpRR] = (c, ref d) => c.FastCmpRR(ref d);
+        s_fastHandlers[FastOp.CmpRI] = (c, ref d) => c.FastCmpRI(ref d);
+        s_fastHandlers[FastOp.CmpRM] = (c, ref d) => c.FastCmpRM(ref d);
+        s_fastHandlers[FastOp.CmpMR] = (c, ref d) => c.FastCmpMR(ref d);
+        s_fastHandlers[FastOp.CmpMI] = (c, ref d) => c.FastCmpMI(ref d);
+        s_fastHandlers[FastOp.AndRR] = (c, ref d) => c.FastAndRR(ref d);
+        s_fastHandlers[FastOp.AndRI] = (c, ref d) => c.FastAndRI(ref d);
+        s_fastHandlers[FastOp.OrRR] = (c, ref d) => c.FastOrRR(ref d);
+        s_fastHandlers[FastOp.OrRI] = (c, ref d) => c.FastOrRI(ref d);
+        s_fastHandlers[FastOp.XorRR] = (c, ref d) => c.FastXorRR(ref d);
+        s_fastHandlers[FastOp.XorRI] = (c, ref d) => c.FastXorRI(ref d);
+        s_fastHandlers[FastOp.TestRR] = (c, ref d) => c.FastTestRR(ref d);
+        s_fastHandlers[FastOp.TestRI] = (c, ref d) => c.FastTestRI(ref d);
+        s_fastHandlers[FastOp.IncR] = (c, ref d) => c.FastIncR(ref d);
+        s_fastHandlers[FastOp.DecR] = (c, ref d) => c.FastDecR(ref d);
+        s_fastHandlers[FastOp.LeaR] = (c, ref d) => c.FastLeaR(ref d);
+        s_fastHandlers[FastOp.Jcc] = (c, ref d) => c.FastJcc(ref d);
+        s_fastHandlers[FastOp.JmpNear] = (c, ref d) => c.FastJmpNear(ref d);
+        s_fastHandlers[FastOp.ShlRI] = (c, ref d) => c.FastShlRI(ref d);
+        s_fastHandlers[FastOp.ShrRI] = (c, ref d) => c.FastShrRI(ref d);
+        s_fastHandlers[FastOp.SarRI] = (c, ref d) => c.FastSarRI(ref d);
+        s_fastHandlers[FastOp.RolRI] = (c, ref d) => c.FastRolRI(ref d);
+        s_fastHandlers[FastOp.RorRI] = (c, ref d) => c.FastRorRI(ref d);
+        s_fastHandlers[FastOp.PushR] = (c, ref d) => c.FastPushR(ref d);
+        s_fastHandlers[FastOp.PopR] = (c, ref d) => c.FastPopR(ref d);
+        s_fastHandlers[FastOp.MovzxRM] = (c, ref d) => c.FastMovzxRM(ref d);
+        s_fastHandlers[FastOp.ImulRRI] = (c, ref d) => c.FastImulRRI(ref d);
+        s_fastHandlers[FastOp.ImulRR] = (c, ref d) => c.FastImulRR(ref d);
     }
 
-    private static void Fast(Mnemonic m, InsnHandler? regReg, InsnHandler? regImm, InsnHandler? regMem)
+    private static void Fast(Mnemonic m, byte regReg, byte regImm, byte regMem, byte memReg, byte memImm)
     {
         foreach (var code in s_codesByMnemonic.Value[(int)m])
         {
             s_fastRegReg[(int)code] = regReg;
             s_fastRegImm[(int)code] = regImm;
             s_fastRegMem[(int)code] = regMem;
+            s_fastMemReg[(int)code] = memReg;
+            s_fastMemImm[(int)code] = memImm;
         }
     }
 
-    /// <summary>Picks a specialized handler when the digested operands have a fast shape.</summary>
+    /// <summary>Picks a specialized form when the digested operands have a fast shape.</summary>
     private static void Specialize(ref DecodedInsn d, int opCount)
     {
         int code = (int)d.I.Code;
-        if (d.Kind0 != OpKindCode.Reg || d.Reg0 >= 8 || d.OpSize != 4)
+        byte fast = s_fastNearBranch[code];
+        if (fast == FastOp.None && d.OpSize == 4)
         {
-            return;
+            if (d.Kind0 == OpKindCode.Reg && d.Reg0 < 8)
+            {
+                if (opCount == 1)
+                {
+                    // Only INC/DEC/PUSH/POP r32 (not the one-operand MUL/IMUL forms of the same table).
+                    fast = s_fastRegReg[code];
+                    bool oneOperandForm = fast is FastOp.IncR or FastOp.DecR
+                        || ((fast is FastOp.PushR or FastOp.PopR) && OperandSizeOf(in d.I) == 4);
+                    if (!oneOperandForm)
+                    {
+                        fast = FastOp.None;
+                    }
+                }
+                else if (opCount == 2)
+                {
+                    if (d.Kind1 == OpKindCode.Reg && d.Reg1 < 8 && d.SrcSize == 4) fast = s_fastRegReg[code];
+                    else if (d.Kind1 == OpKindCode.Imm) fast = s_fastRegImm[code];
+                    else if (d.Kind1 == OpKindCode.Mem && (d.SrcSize == 4 || d.I.Mnemonic == Mnemonic.Lea)) fast = s_fastRegMem[code];
+                    if (d.I.Mnemonic == Mnemonic.Movzx)
+                    {
+                        // Zero-extension from an 8/16-bit register (AH..BH included) or memory.
+                        fast = d.Kind1 == OpKindCode.Mem || (d.Kind1 == OpKindCode.Reg && d.Reg1 < 32) ? FastOp.MovzxRM : FastOp.None;
+                    }
+                    else if (fast == FastOp.ImulRR && d.Kind1 != OpKindCode.Reg)
+                    {
+                        fast = FastOp.None;
+                    }
+                }
+                else if (opCount == 3 && d.I.Mnemonic == Mnemonic.Imul && d.Kind1 == OpKindCode.Reg && d.Reg1 < 8 && d.Kind2 == OpKindCode.Imm)
+                {
+                    fast = FastOp.ImulRRI;
+                }
+            }
+            else if (d.Kind0 == OpKindCode.Mem && opCount == 2)
+            {
+                if (d.Kind1 == OpKindCode.Reg && d.Reg1 < 8 && d.SrcSize == 4) fast = s_fastMemReg[code];
+                else if (d.Kind1 == OpKindCode.Imm) fast = s_fastMemImm[code];
+            }
         }
-        InsnHandler? fast = null;
-        if (opCount == 1)
+        if (fast != FastOp.None)
         {
-            fast = s_fastRegReg[code];
-        }
-        else if (opCount == 2)
-        {
-            if (d.Kind1 == OpKindCode.Reg && d.Reg1 < 8 && d.SrcSize == 4) fast = s_fastRegReg[code];
-            else if (d.Kind1 == OpKindCode.Imm) fast = s_fastRegImm[code];
-            else if (d.Kind1 == OpKindCode.Mem && (d.SrcSize == 4 || d.I.Mnemonic == Mnemonic.Lea)) fast = s_fastRegMem[code];
-        }
-        if (fast is not null)
-        {
-            d.Handler = fast;
+            d.Fast = fast;
+            d.Handler = s_fastHandlers[fast];
         }
     }
+
+    /// <summary>Runs a specialized form (the run loop's inline dispatch; see FastOp).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ExecuteFast(ref DecodedInsn d)
+    {
+        switch (d.Fast)
+        {
+            case FastOp.MovRR: FastMovRR(ref d); break;
+            case FastOp.MovRI: FastMovRI(ref d); break;
+            case FastOp.MovRM: FastMovRM(ref d); break;
+            case FastOp.MovMR: FastMovMR(ref d); break;
+            case FastOp.MovMI: FastMovMI(ref d); break;
+            case FastOp.AddRR: FastAddRR(ref d); break;
+            case FastOp.AddRI: FastAddRI(ref d); break;
+            case FastOp.AddRM: FastAddRM(ref d); break;
+            case FastOp.SubRR: FastSubRR(ref d); break;
+            case FastOp.SubRI: FastSubRI(ref d); break;
+            case FastOp.SubRM: FastSubRM(ref d); break;
+            case FastOp.CmpRR: FastCmpRR(ref d); break;
+            case FastOp.CmpRI: FastCmpRI(ref d); break;
+            case FastOp.CmpRM: FastCmpRM(ref d); break;
+            case FastOp.CmpMR: FastCmpMR(ref d); break;
+            case FastOp.CmpMI: FastCmpMI(ref d); break;
+            case FastOp.AndRR: FastAndRR(ref d); break;
+            case FastOp.AndRI: FastAndRI(ref d); break;
+            case FastOp.OrRR: FastOrRR(ref d); break;
+            case FastOp.OrRI: FastOrRI(ref d); break;
+            case FastOp.XorRR: FastXorRR(ref d); break;
+            case FastOp.XorRI: FastXorRI(ref d); break;
+            case FastOp.TestRR: FastTestRR(ref d); break;
+            case FastOp.TestRI: FastTestRI(ref d); break;
+            case FastOp.IncR: FastIncR(ref d); break;
+            case FastOp.DecR: FastDecR(ref d); break;
+            case FastOp.LeaR: FastLeaR(ref d); break;
+            case FastOp.Jcc: FastJcc(ref d); break;
+            case FastOp.JmpNear: FastJmpNear(ref d); break;
+            case FastOp.ShlRI: FastShlRI(ref d); break;
+            case FastOp.ShrRI: FastShrRI(ref d); break;
+            case FastOp.SarRI: FastSarRI(ref d); break;
+            case FastOp.RolRI: FastRolRI(ref d); break;
+            case FastOp.RorRI: FastRorRI(ref d); break;
+            case FastOp.PushR: FastPushR(ref d); break;
+            case FastOp.PopR: FastPopR(ref d); break;
+            case FastOp.MovzxRM: FastMovzxRM(ref d); break;
+            case FastOp.ImulRRI: FastImulRRI(ref d); break;
+            case FastOp.ImulRR: FastImulRR(ref d); break;
+            default: d.Handler(this, ref d); break;
+        }
+    }
+
+    // ---------------------------------------------------------------- MOV / MOVZX / LEA
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastMovRR(ref DecodedInsn d) => _gpr[d.Reg0 & 7] = _gpr[d.Reg1 & 7];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastMovRI(ref DecodedInsn d) => _gpr[d.Reg0 & 7] = d.Imm;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastMovRM(ref DecodedInsn d)
+    {
+        uint v = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
+        if (!Faulted) _gpr[d.Reg0 & 7] = v;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastMovMR(ref DecodedInsn d) => WriteSeg(d.Seg, EffectiveAddress(ref d), 4, _gpr[d.Reg1 & 7]);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastMovMI(ref DecodedInsn d) => WriteSeg(d.Seg, EffectiveAddress(ref d), 4, d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastMovzxRM(ref DecodedInsn d)
+    {
+        // The generic MOVZX: the source (8 or 16 bits, register or memory) zero-extended into r32.
+        uint v = ReadOp1(ref d);
+        if (!Faulted) _gpr[d.Reg0 & 7] = v;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastLeaR(ref DecodedInsn d) => _gpr[d.Reg0 & 7] = EffectiveAddress(ref d);
+
+    // ---------------------------------------------------------------- ALU
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastAddRR(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = _gpr[d.Reg1 & 7], r = a + b; _gpr[d.Reg0 & 7] = r; FlagsAdd(a, b, r, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastAddRI(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = d.Imm, r = a + b; _gpr[d.Reg0 & 7] = r; FlagsAdd(a, b, r, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastAddRM(ref DecodedInsn d)
+    {
+        uint b = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
+        if (Faulted) return;
+        uint a = _gpr[d.Reg0 & 7], r = a + b;
+        _gpr[d.Reg0 & 7] = r;
+        FlagsAdd(a, b, r, 4);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastSubRR(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = _gpr[d.Reg1 & 7], r = a - b; _gpr[d.Reg0 & 7] = r; FlagsSub(a, b, r, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastSubRI(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = d.Imm, r = a - b; _gpr[d.Reg0 & 7] = r; FlagsSub(a, b, r, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastSubRM(ref DecodedInsn d)
+    {
+        uint b = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
+        if (Faulted) return;
+        uint a = _gpr[d.Reg0 & 7], r = a - b;
+        _gpr[d.Reg0 & 7] = r;
+        FlagsSub(a, b, r, 4);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastCmpRR(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = _gpr[d.Reg1 & 7]; FlagsSub(a, b, a - b, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastCmpRI(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = d.Imm; FlagsSub(a, b, a - b, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastCmpRM(ref DecodedInsn d)
+    {
+        uint b = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
+        if (Faulted) return;
+        uint a = _gpr[d.Reg0 & 7];
+        FlagsSub(a, b, a - b, 4);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastCmpMR(ref DecodedInsn d)
+    {
+        uint a = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
+        if (Faulted) return;
+        uint b = _gpr[d.Reg1 & 7];
+        FlagsSub(a, b, a - b, 4);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastCmpMI(ref DecodedInsn d)
+    {
+        uint a = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
+        if (Faulted) return;
+        uint b = d.Imm;
+        FlagsSub(a, b, a - b, 4);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastAndRR(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] & _gpr[d.Reg1 & 7]; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastAndRI(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] & d.Imm; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastOrRR(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] | _gpr[d.Reg1 & 7]; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastOrRI(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] | d.Imm; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastXorRR(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] ^ _gpr[d.Reg1 & 7]; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastXorRI(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] ^ d.Imm; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastTestRR(ref DecodedInsn d) => FlagsLogic(_gpr[d.Reg0 & 7] & _gpr[d.Reg1 & 7], 4);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastTestRI(ref DecodedInsn d) => FlagsLogic(_gpr[d.Reg0 & 7] & d.Imm, 4);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastIncR(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], r = a + 1; _gpr[d.Reg0 & 7] = r; FlagsIncDec(a, r, 4, dec: false); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastDecR(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], r = a - 1; _gpr[d.Reg0 & 7] = r; FlagsIncDec(a, r, 4, dec: true); }
+
+    // IMUL r32, r/m32 (register source) and IMUL r32, r32, imm: CF = OF = the product does not fit
+    // in 32 bits; SF/ZF/PF from the low half, AF cleared, as the generic Imul (Arithmetic.cs).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastImulRR(ref DecodedInsn d)
+    {
+        long p = (long)(int)_gpr[d.Reg0 & 7] * (int)_gpr[d.Reg1 & 7];
+        bool ov = p != (int)p;
+        _gpr[d.Reg0 & 7] = (uint)p;
+        FlagsExplicit((uint)p, 4, ov, ov, false);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastImulRRI(ref DecodedInsn d)
+    {
+        long p = (long)(int)_gpr[d.Reg1 & 7] * (int)d.Imm;
+        bool ov = p != (int)p;
+        _gpr[d.Reg0 & 7] = (uint)p;
+        FlagsExplicit((uint)p, 4, ov, ov, false);
+    }
+
+    // ---------------------------------------------------------------- shifts and rotates by an immediate (Shifts.cs)
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastShlRI(ref DecodedInsn d)
+    {
+        int n = (int)(d.Imm & 0x1F);
+        if (n == 0) return;
+        uint v = _gpr[d.Reg0 & 7];
+        uint t = v << (n - 1);
+        bool cf = (t >> 31) != 0;
+        uint r = t << 1;
+        _gpr[d.Reg0 & 7] = r;
+        FlagsExplicit(r, 4, cf, cf ^ ((r >> 31) != 0), false);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastShrRI(ref DecodedInsn d)
+    {
+        int n = (int)(d.Imm & 0x1F);
+        if (n == 0) return;
+        uint t = _gpr[d.Reg0 & 7] >> (n - 1);
+        uint r = t >> 1;
+        _gpr[d.Reg0 & 7] = r;
+        FlagsExplicit(r, 4, (t & 1) != 0, ((t ^ r) >> 31) != 0, false);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastSarRI(ref DecodedInsn d)
+    {
+        int n = (int)(d.Imm & 0x1F);
+        if (n == 0) return;
+        int t = (int)_gpr[d.Reg0 & 7] >> (n - 1);
+        uint r = (uint)(t >> 1);
+        _gpr[d.Reg0 & 7] = r;
+        FlagsExplicit(r, 4, (t & 1) != 0, (((uint)t ^ r) >> 31) != 0, false);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastRolRI(ref DecodedInsn d)
+    {
+        int n = (int)(d.Imm & 0x1F);
+        if (n == 0) return;
+        uint r = BitOperations.RotateLeft(_gpr[d.Reg0 & 7], n);
+        _gpr[d.Reg0 & 7] = r;
+        bool cf = (r & 1) != 0;
+        FlagsRotate(cf, ((r >> 31) != 0) ^ cf);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastRorRI(ref DecodedInsn d)
+    {
+        int n = (int)(d.Imm & 0x1F);
+        if (n == 0) return;
+        uint r = BitOperations.RotateRight(_gpr[d.Reg0 & 7], n);
+        _gpr[d.Reg0 & 7] = r;
+        FlagsRotate((r >> 31) != 0, (((r << 1) ^ r) >> 31) != 0);
+    }
+
+    // ---------------------------------------------------------------- stack and near branches
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastPushR(ref DecodedInsn d) => Push(_gpr[d.Reg0 & 7], 4);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastPopR(ref DecodedInsn d)
+    {
+        // As the generic POP: ESP moves before the destination is written (POP ESP loads the value).
+        uint v = PeekStack(0, 4);
+        if (Faulted) return;
+        SetStackPointer(StackPointer + 4);
+        _gpr[d.Reg0 & 7] = v;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastJcc(ref DecodedInsn d)
+    {
+        if (Condition(d.Aux))
+        {
+            BranchNear(d.Imm, 4);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastJmpNear(ref DecodedInsn d) => BranchNear(d.Imm, 4);
 }

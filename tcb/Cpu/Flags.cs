@@ -51,6 +51,7 @@ public sealed partial class Cpu
     }
 
     /// <summary>Sets ZF/SF/PF from <paramref name="r"/> and CF/OF/AF as given.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FlagsExplicit(uint r, int size, bool cf, bool of, bool af)
     {
         int top = size * 8 - 1;
@@ -62,26 +63,56 @@ public sealed partial class Cpu
         _lfLazy = true;
     }
 
-    /// <summary>INC/DEC: like ADD/SUB of 1 but CF is preserved (SDM vol. 2, INC/DEC "Flags Affected").</summary>
+    /// <summary>
+    /// INC/DEC: like ADD/SUB of 1 but CF is preserved (SDM vol. 2, INC/DEC "Flags Affected"). The
+    /// carry vector of the add/sub is kept except its top two bits, which are rewritten so that
+    /// bit top reads as the old CF and bit top XOR bit top-1 still reads as the new OF.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FlagsIncDec(uint a, uint r, int size, bool dec)
     {
-        bool cf = GetCF();
-        if (dec)
-        {
-            FlagsSub(a, 1, r, size);
-        }
-        else
-        {
-            FlagsAdd(a, 1, r, size);
-        }
-        FlagsExplicit(_lfResult, size, cf, GetOF(), GetAF());
+        uint cf = GetCF() ? 1u : 0u;
+        uint mask = SizeMask(size);
+        r &= mask;
+        uint carries = dec ? (~a & 1) | (~(a ^ 1) & r) : (a & 1) | ((a | 1) & ~r);
+        int top = size * 8 - 1;
+        uint of = ((carries >> top) ^ (carries >> (top - 1))) & 1;
+        _lfResult = r;
+        _lfCarries = (carries & ~(3u << (top - 1))) | (cf << top) | ((cf ^ of) << (top - 1));
+        _lfTop = top;
+        _lfLazy = true;
     }
 
+    /// <summary>
+    /// Rotates change only CF and OF (SDM vol. 2, RCL/RCR/ROL/ROR "Flags Affected"). With lazy
+    /// flags pending, the top two bits of the carry vector are rewritten (as for INC/DEC) so that
+    /// ZF/SF/PF/AF still derive from the earlier result; otherwise the stored EFLAGS bits change.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FlagsRotate(bool cf, bool of)
+    {
+        uint c = cf ? 1u : 0u;
+        uint o = of ? 1u : 0u;
+        if (_lfLazy)
+        {
+            int top = _lfTop;
+            _lfCarries = (_lfCarries & ~(3u << (top - 1))) | (c << top) | ((c ^ o) << (top - 1));
+            return;
+        }
+        _eflags = (_eflags & ~(EflagsBits.CF | EflagsBits.OF)) | c | (o << 11);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool GetCF() => _lfLazy ? ((_lfCarries >> _lfTop) & 1) != 0 : (_eflags & EflagsBits.CF) != 0;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool GetZF() => _lfLazy ? _lfResult == 0 : (_eflags & EflagsBits.ZF) != 0;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool GetSF() => _lfLazy ? ((_lfResult >> _lfTop) & 1) != 0 : (_eflags & EflagsBits.SF) != 0;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool GetOF() => _lfLazy ? (((_lfCarries >> _lfTop) ^ (_lfCarries >> (_lfTop - 1))) & 1) != 0 : (_eflags & EflagsBits.OF) != 0;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool GetAF() => _lfLazy ? (_lfCarries & 8) != 0 : (_eflags & EflagsBits.AF) != 0;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool GetPF() => _lfLazy ? (BitOperations.PopCount(_lfResult & 0xFF) & 1) == 0 : (_eflags & EflagsBits.PF) != 0;
 
     /// <summary>Evaluates condition code <paramref name="cc"/> (0-15, the tttn encoding of SDM vol. 2, B.1.4.7).</summary>

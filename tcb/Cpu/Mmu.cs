@@ -22,9 +22,15 @@ public sealed partial class Cpu
 
     private const byte PermReadSup = 1, PermWriteSup = 2, PermReadUser = 4, PermWriteUser = 8, PermGlobal = 16, PermLarge = 32;
 
-    private readonly uint[] _tlbTag = new uint[TlbSize];
-    private readonly uint[] _tlbPage = new uint[TlbSize];
-    private readonly byte[] _tlbPerm = new byte[TlbSize];
+    /// <summary>A soft-TLB entry: linear page number (tag), physical page base and permission bits, kept in one cache line's worth of neighbours.</summary>
+    private struct TlbEntry
+    {
+        public uint Tag;
+        public uint Page;
+        public byte Perm;
+    }
+
+    private readonly TlbEntry[] _tlb = new TlbEntry[TlbSize];
 
     // Permission bits required for the current privilege level's data accesses (CPL 3 = user).
     private byte _permRead = PermReadSup, _permWrite = PermWriteSup;
@@ -32,7 +38,16 @@ public sealed partial class Cpu
     // One bit per 4 MiB linear region that may hold TLB entries from a large page (for INVLPG).
     private readonly ulong[] _largeRegions = new ulong[1024 / 64];
 
-    private void InitTlb() => Array.Fill(_tlbTag, TlbInvalid);
+    private void InitTlb() => InvalidateAllTlbEntries();
+
+    private void InvalidateAllTlbEntries()
+    {
+        var tlb = _tlb;
+        for (int i = 0; i < tlb.Length; i++)
+        {
+            tlb[i].Tag = TlbInvalid;
+        }
+    }
 
     private void UpdatePermissionBits()
     {
@@ -50,14 +65,14 @@ public sealed partial class Cpu
         _fetchEpoch++;
         if (includeGlobal)
         {
-            Array.Fill(_tlbTag, TlbInvalid);
+            InvalidateAllTlbEntries();
             return;
         }
         for (int i = 0; i < TlbSize; i++)
         {
-            if ((_tlbPerm[i] & PermGlobal) == 0)
+            if ((_tlb[i].Perm & PermGlobal) == 0)
             {
-                _tlbTag[i] = TlbInvalid;
+                _tlb[i].Tag = TlbInvalid;
             }
         }
     }
@@ -68,7 +83,7 @@ public sealed partial class Cpu
         _fetchEpoch++;
         uint lpn = linear >> 12;
         int idx = (int)(lpn & TlbMask);
-        _tlbTag[idx] = TlbInvalid;
+        _tlb[idx].Tag = TlbInvalid;
         // A 4 MiB page is cached as up to 1024 4 KiB entries; drop them all (SDM vol. 3, 4.10.4.1:
         // INVLPG invalidates all entries for the page, whatever its size). A bitmap of the 4 MiB
         // regions that may have large-page entries keeps the common 4 KiB case to one slot.
@@ -81,9 +96,9 @@ public sealed partial class Cpu
         _largeRegions[region >> 6] &= ~regionBit;
         for (int i = 0; i < TlbSize; i++)
         {
-            if ((_tlbPerm[i] & PermLarge) != 0 && _tlbTag[i] != TlbInvalid && (_tlbTag[i] >> 10) == region)
+            if ((_tlb[i].Perm & PermLarge) != 0 && _tlb[i].Tag != TlbInvalid && (_tlb[i].Tag >> 10) == region)
             {
-                _tlbTag[i] = TlbInvalid;
+                _tlb[i].Tag = TlbInvalid;
             }
         }
     }
@@ -161,10 +176,11 @@ public sealed partial class Cpu
         uint lpn = lin >> 12;
         int idx = (int)(lpn & TlbMask);
         uint off = lin & 0xFFF;
-        if (_tlbTag[idx] == lpn && (_tlbPerm[idx] & _permRead) != 0 && off <= 4096u - (uint)size)
+        ref TlbEntry e = ref _tlb[idx];
+        if (e.Tag == lpn && (e.Perm & _permRead) != 0 && off <= 4096u - (uint)size)
         {
             // The page lies wholly inside RAM (checked at fill) and off + size <= 4096.
-            ref byte p = ref _ram[(int)(_tlbPage[idx] | off)];
+            ref byte p = ref _ram[(int)(e.Page | off)];
             return size == 4 ? Unsafe.ReadUnaligned<uint>(ref p) : size == 2 ? Unsafe.ReadUnaligned<ushort>(ref p) : p;
         }
         return ReadLinSlow(lin, size, _cpl == 3);
@@ -176,9 +192,10 @@ public sealed partial class Cpu
         uint lpn = lin >> 12;
         int idx = (int)(lpn & TlbMask);
         uint off = lin & 0xFFF;
-        if (_tlbTag[idx] == lpn && (_tlbPerm[idx] & _permWrite) != 0 && off <= 4096u - (uint)size)
+        ref TlbEntry e = ref _tlb[idx];
+        if (e.Tag == lpn && (e.Perm & _permWrite) != 0 && off <= 4096u - (uint)size)
         {
-            ref byte p = ref _ram[(int)(_tlbPage[idx] | off)];
+            ref byte p = ref _ram[(int)(e.Page | off)];
             if (size == 4) Unsafe.WriteUnaligned(ref p, value);
             else if (size == 2) Unsafe.WriteUnaligned(ref p, (ushort)value);
             else p = (byte)value;
@@ -263,12 +280,12 @@ public sealed partial class Cpu
     {
         uint lpn = lin >> 12;
         int idx = (int)(lpn & TlbMask);
-        if (_tlbTag[idx] == lpn)
+        if (_tlb[idx].Tag == lpn)
         {
             byte need = write ? (user ? PermWriteUser : PermWriteSup) : (user ? PermReadUser : PermReadSup);
-            if ((_tlbPerm[idx] & need) != 0)
+            if ((_tlb[idx].Perm & need) != 0)
             {
-                phys = _tlbPage[idx] | (lin & 0xFFF);
+                phys = _tlb[idx].Page | (lin & 0xFFF);
                 return true;
             }
         }
@@ -370,9 +387,9 @@ public sealed partial class Cpu
             _largeRegions[lin >> 28] |= 1UL << (int)((lin >> 22) & 63);
         }
         int idx = (int)((lin >> 12) & TlbMask);
-        _tlbTag[idx] = lin >> 12;
-        _tlbPage[idx] = physPage;
-        _tlbPerm[idx] = perm;
+        _tlb[idx].Tag = lin >> 12;
+        _tlb[idx].Page = physPage;
+        _tlb[idx].Perm = perm;
     }
 
     // Page-table entries are read and written as physical memory (SDM vol. 3, 4.3); tables outside

@@ -37,8 +37,9 @@ public sealed partial class Cpu
     internal uint EffectiveAddress(ref DecodedInsn d)
     {
         uint ea = d.Disp;
-        if (d.Base != NoReg) ea += _gpr[d.Base];
-        if (d.Index != NoReg) ea += _gpr[d.Index] << d.Scale;
+        // Base and Index are 0-7 or NoReg; "& 7" only lets the JIT drop the bounds check.
+        if (d.Base != NoReg) ea += _gpr[d.Base & 7];
+        if (d.Index != NoReg) ea += _gpr[d.Index & 7] << d.Scale;
         return d.Addr16 ? ea & 0xFFFF : ea;
     }
 

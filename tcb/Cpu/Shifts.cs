@@ -120,12 +120,7 @@ public sealed partial class Cpu
         if (c.Faulted) return;
         if (d.Aux >= ShiftRol)
         {
-            // Rotates change only CF and OF (SDM vol. 2, RCL/RCR/ROL/ROR "Flags Affected").
-            c.SettleFlags();
-            uint f = c._eflags & ~(EflagsBits.CF | EflagsBits.OF);
-            if (cf) f |= EflagsBits.CF;
-            if (of) f |= EflagsBits.OF;
-            c._eflags = f;
+            c.FlagsRotate(cf, of);
             return;
         }
         c.FlagsExplicit(r, size, cf, of, false);
