@@ -290,9 +290,20 @@ public sealed partial class Cpu
         uint a = c.ReadOp0(ref d), b = c.ReadOp1(ref d);
         if (c.Faulted) return;
         uint r = a + b;
-        c.WriteOp0(ref d, r);
-        if (c.Faulted) return;
-        c.WriteReg(d.Reg1, a);
+        // SDM vol. 2B, XADD: TEMP := SRC + DEST; SRC := DEST; DEST := TEMP. The destination is written
+        // last, so XADD r, r leaves the sum. A memory destination is written first so that a fault
+        // leaves the source register unchanged.
+        if (d.Kind0 != OpKindCode.Mem)
+        {
+            c.WriteReg(d.Reg1, a);
+            c.WriteOp0(ref d, r);
+        }
+        else
+        {
+            c.WriteOp0(ref d, r);
+            if (c.Faulted) return;
+            c.WriteReg(d.Reg1, a);
+        }
         c.FlagsAdd(a, b, r, d.OpSize);
     }
 
