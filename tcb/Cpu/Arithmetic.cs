@@ -399,9 +399,10 @@ public sealed partial class Cpu
         bool adjust = (ax & 0xF) > 9 || c.GetAF();
         if (adjust)
         {
-            uint al = (ax - 6) & 0xFF;
-            uint ah = ((ax >> 8) - 1) & 0xFF;
-            ax = (ah << 8) | al;
+            // SDM vol. 2A, AAS (current text): AX := AX - 6; AH := AH - 1. The borrow out of AL
+            // reaches AH, as AAA's AX := AX + 106H carries into it.
+            ax = (ax - 6) & 0xFFFF;
+            ax = (ax - 0x100) & 0xFFFF;
         }
         ax &= 0xFF0F;
         c._gpr[0] = (c._gpr[0] & 0xFFFF_0000) | ax;
