@@ -130,12 +130,25 @@ public static class ModePrograms
         /// <summary>Random descriptors, valid and invalid: random bytes, or random base/limit/type/DPL/present bits.</summary>
         private ulong RandomDescriptor()
         {
+            ulong descriptor;
             if (rng.Next(3) == 0)
             {
-                return (ulong)rng.NextInt64();
+                descriptor = (ulong)rng.NextInt64();
             }
-            byte access = (byte)((rng.Next(5) == 0 ? 0 : 0x80) | (rng.Next(4) << 5) | (rng.Next(6) == 0 ? 0 : 0x10) | rng.Next(16));
-            return Descriptor((uint)rng.NextInt64(0, 1L << 32), (uint)rng.Next(1 << 20), access, (byte)(rng.Next(16) & 0xC));
+            else
+            {
+                byte access = (byte)((rng.Next(5) == 0 ? 0 : 0x80) | (rng.Next(4) << 5) | (rng.Next(6) == 0 ? 0 : 0x10) | rng.Next(16));
+                descriptor = Descriptor((uint)rng.NextInt64(0, 1L << 32), (uint)rng.Next(1 << 20), access, (byte)(rng.Next(16) & 0xC));
+            }
+            // A present TSS or LDT descriptor with a random base would let LTR/LLDT install tables the program does
+            // not own: the next ring change would take its stack from random memory and triple-fault (legitimately),
+            // and descriptor reads outside RAM would be MMIO. Those stay not present (#NP on use).
+            uint type = (uint)(descriptor >> 40) & 0x1F;   // S bit and type (SDM vol. 3, 3.5, table 3-2)
+            if (type is 0x01 or 0x02 or 0x03 or 0x09 or 0x0B)
+            {
+                descriptor &= ~(1UL << 47);
+            }
+            return descriptor;
         }
 
         private ulong[] FixedGdt(bool tss0Busy)
