@@ -20,6 +20,8 @@ public enum GeneratedTier
     SystemPaged,
     /// <summary>CPL 3 under the fixed flat set-up: each case enters ring 3 with IRETD and comes back with INT 0x80.</summary>
     User,
+    /// <summary>CPL 3 with paging on, as <see cref="SystemPaged"/>: user-mode sequences through the same random page tables.</summary>
+    UserPaged,
 }
 
 /// <summary>
@@ -35,6 +37,8 @@ public enum GeneratedTier
 public class GeneratedDifferentialTests(ITestOutputHelper output)
 {
     private const uint ScratchPages = 16;
+    /// <summary>Probe pages (PTEs 16-31): random present/RW/US bits, so a probe access may page-fault.</summary>
+    private const uint ProbePages = 16;
     private const uint PageDirectory = 0x0050_0000;
     private const uint PageTable = 0x0050_1000;
     private const uint FramePool = 0x0080_0000;
@@ -52,7 +56,9 @@ public class GeneratedDifferentialTests(ITestOutputHelper output)
         var rng = new Random(seed);
         var program = new GuestProgram();
         listings = [];
-        if (tier == GeneratedTier.SystemPaged)
+        bool paged = tier is GeneratedTier.SystemPaged or GeneratedTier.UserPaged;
+        bool user = tier is GeneratedTier.User or GeneratedTier.UserPaged;
+        if (paged)
         {
             AddPagingSetUp(program, rng);
             listings.Add("paging set-up");
@@ -68,6 +74,9 @@ public class GeneratedDifferentialTests(ITestOutputHelper output)
                 generator.Extras.Add((1, (_, r) => ReloadCr3Step(r)));
             }
             generator.Generate(rng.Next(4, 17));
+            // Under paging, half the cases end with a probe of a page with random permissions: a fault prints
+            // vector, error code and CR2 (SDM vol. 3, 4.7) and the case resumes at CPL 0.
+            Instruction? probe = paged && rng.Next(2) == 0 ? ProbeInstruction(rng) : null;
             uint[] memory = Enumerable.Range(0, SequenceGenerator.ScratchBytes / 4).Select(_ => (uint)rng.NextInt64(0, 1L << 32)).ToArray();
             uint[] registers = Enumerable.Range(0, 7).Select(_ => rng.Next(4) == 0 ? new uint[] { 0, 1, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF, 0x80, 0xFF }[rng.Next(7)] : (uint)rng.NextInt64(0, 1L << 32)).ToArray();
             uint flags = ((uint)rng.Next(0x1000) & (FlagTable.Status | FlagTable.DF)) | 0x2;
@@ -81,6 +90,10 @@ public class GeneratedDifferentialTests(ITestOutputHelper output)
             {
                 listing.Append("  ").Append(s.Text).Append('\n');
             }
+            if (probe is Instruction shown)
+            {
+                listing.Append("  probe: ").Append(shown.ToString()).Append('\n');
+            }
             listings.Add(listing.ToString());
 
             program.Case("g", (a, g) =>
@@ -90,7 +103,7 @@ public class GeneratedDifferentialTests(ITestOutputHelper output)
                 {
                     a.mov(__dword_ptr[scratch + (uint)w * 4], memory[w]);
                 }
-                if (tier == GeneratedTier.User)
+                if (user)
                 {
                     EnterRing3(a, g, index);
                 }
@@ -105,23 +118,29 @@ public class GeneratedDifferentialTests(ITestOutputHelper output)
                 {
                     s.Emit(a);
                 }
-                if (tier == GeneratedTier.User)
+                if (probe is Instruction access)
+                {
+                    g.ExpectFault(a, $"g{index}probed");
+                    a.AddInstruction(access);
+                    g.Mark($"g{index}probed");
+                }
+                if (user)
                 {
                     a.@int(0x80);
                     g.Mark($"g{index}back");
                 }
                 DumpWords(a, g, scratch, memory.Length);
-            }, 0x2, compared);
+            }, 0x2, compared);   // a probe ADD sets every status flag or faults and leaves them: the mask still holds
         }
-        if (tier == GeneratedTier.SystemPaged)
+        if (paged)
         {
             program.Case("page tables", (a, g) =>
             {
                 DumpWords(a, g, PageDirectory, 4);
-                DumpWords(a, g, PageTable, (int)ScratchPages);
+                DumpWords(a, g, PageTable, (int)(ScratchPages + ProbePages));
                 DumpWords(a, g, PageTable + 0x100 * 4, 2);
             });
-            listings.Add("page tables: PDE 0-3, PTE 0-15 of the scratch pages, PTEs of the paging structures");
+            listings.Add("page tables: PDE 0-3, PTE 0-15 of the scratch pages, 16-31 of the probe pages, PTEs of the paging structures");
         }
         return program;
     }
@@ -171,6 +190,9 @@ public class GeneratedDifferentialTests(ITestOutputHelper output)
             pdes[i] = i == 1 ? PageTable | (RandomPteBits(rng) & ~0x1C0u) : (i << 22) | 0x80u | (RandomPteBits(rng) & ~0x80u);
         }
         uint[] scratchPtes = Enumerable.Range(0, (int)ScratchPages).Select(_ => RandomFrame(rng) | RandomPteBits(rng)).ToArray();
+        // Probe pages: present three times in four, RW and US random.
+        uint[] probePtes = Enumerable.Range(0, (int)ProbePages)
+            .Select(_ => RandomFrame(rng) | (RandomPteBits(rng) & ~0x7u) | (rng.Next(4) == 0 ? 0u : 1u) | (uint)rng.Next(4) << 1).ToArray();
         program.Case("paging on", (a, g) =>
         {
             a.mov(edi, PageTable);
@@ -189,15 +211,35 @@ public class GeneratedDifferentialTests(ITestOutputHelper output)
             {
                 a.mov(__dword_ptr[PageTable + i * 4], scratchPtes[i]);
             }
+            for (uint i = 0; i < ProbePages; i++)
+            {
+                a.mov(__dword_ptr[PageTable + (ScratchPages + i) * 4], probePtes[i]);
+            }
             a.mov(eax, cr4);
             a.or(eax, 0x10);                // CR4.PSE
             a.mov(cr4, eax);
             a.mov(eax, PageDirectory);
             a.mov(cr3, eax);
             a.mov(eax, cr0);
-            a.or(eax, 0x8000_0000u);        // CR0.PG
+            a.or(eax, 0x8001_0000u);        // CR0.PG, and WP: supervisor writes honour read-only pages (SDM vol. 3, 4.6)
             a.mov(cr0, eax);
         });
+    }
+
+    /// <summary>A load, store or read-modify-write of a dword in a probe page (SDM vol. 3, 4.7: a fault reports
+    /// P, W/R and U/S in the error code and the address in CR2).</summary>
+    private static Instruction ProbeInstruction(Random rng)
+    {
+        uint address = GuestProgram.ScratchAddress + ((ScratchPages + (uint)rng.Next((int)ProbePages)) << 12) + ((uint)rng.Next(1024) << 2);
+        var memory = new MemoryOperand(Register.None, Register.None, 1, address, 4);
+        Register[] regs = [Register.EBX, Register.ECX, Register.ESI, Register.EDI];
+        Register reg = regs[rng.Next(regs.Length)];
+        return rng.Next(3) switch
+        {
+            0 => Instruction.Create(Code.Mov_r32_rm32, reg, memory),
+            1 => Instruction.Create(Code.Mov_rm32_r32, memory, reg),
+            _ => Instruction.Create(Code.Add_rm32_r32, memory, reg),
+        };
     }
 
     /// <summary>Points a scratch page at another frame and flushes its translation (SDM vol. 3, 4.10.4.1: INVLPG).</summary>
@@ -256,4 +298,7 @@ public class GeneratedDifferentialTests(ITestOutputHelper output)
 
     [Fact]
     public void UserModeSequencesMatchQemu() => RunTier(GeneratedTier.User);
+
+    [Fact]
+    public void PagedUserModeSequencesMatchQemu() => RunTier(GeneratedTier.UserPaged);
 }
