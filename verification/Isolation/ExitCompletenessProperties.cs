@@ -154,7 +154,7 @@ public class ExitCompletenessProperties
                     Assert.True(v == e.Value, where);
                 }
             }
-        }).Check(GuestPrograms.CaseConfig(150));
+        }).Check(GuestPrograms.CaseConfig(250));
     }
 
     [Fact]

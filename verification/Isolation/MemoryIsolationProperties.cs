@@ -112,6 +112,6 @@ public class MemoryIsolationProperties
                 uint actual = BitConverter.ToUInt32(a.Ram.Span.Slice((int)address, 4));
                 Assert.True(value == actual, $"RAM 0x{address:X}: expected 0x{value:X8}, holds 0x{actual:X8}\n{ModePrograms.Describe(program)}");
             }
-        }).Check(GuestPrograms.CaseConfig(100));
+        }).Check(GuestPrograms.CaseConfig(200));
     }
 }

@@ -75,6 +75,6 @@ public class NoninterferenceProperties
             {
                 Assert.True(first.Trace[i] == second.Trace[i], $"exit {i}: {first.Trace[i]} vs {second.Trace[i]}");
             }
-        }).Check(GuestPrograms.CaseConfig(40));
+        }).Check(GuestPrograms.CaseConfig(60));
     }
 }

@@ -131,7 +131,7 @@ public class VmmRobustnessProperties
         {
             ModeProgram prefix = ModePrograms.Prefix(program, Math.Min(cut, program.Steps.Count));
             AssertEndsCleanly(ModePrograms.Build("modebytes", prefix, default, bytes), $"{prefix} then {Convert.ToHexString(bytes)}");
-        }).Check(GuestPrograms.CaseConfig(300));
+        }).Check(GuestPrograms.CaseConfig(400));
     }
 
     [Fact]
