@@ -238,7 +238,9 @@ public static class ModePrograms
                     0 => (0x81 + v, Code0, (ushort)(0x8E00 | dpl | (rng.Next(2) << 8))),             // interrupt or trap gate
                     1 => (0x81 + v, Code0, (ushort)(0x0E00 | dpl)),                                   // not present
                     2 => (0x81 + v, Code0, (ushort)(0x8000 | dpl | (new[] { 0, 1, 2, 3, 4, 8, 9, 0xA, 0xB, 0xC, 0xD }[rng.Next(11)] << 8))),
-                    _ => (0x81 + v, new uint[] { 0, Data0, TssSel0, 0xFFF8, LdtSel, 0x4 }[rng.Next(6)], (ushort)(0x8E00 | dpl)),
+                    // Selectors that are never code: null, data, TSS, past the GDT limit, the LDT descriptor. (An LDT
+                    // selector would not do: after LLDT the random LDT may hold a code segment with a random base.)
+                    _ => (0x81 + v, new uint[] { 0, Data0, TssSel0, 0xFFF8, LdtSel, Data3 }[rng.Next(6)], (ushort)(0x8E00 | dpl)),
                 };
             }
             _steps.Add(new ModeStep($"lidt (gates {string.Join(',', gates.Select(x => $"{x.Vector:X}:{x.Selector:X}/{x.Attributes:X}"))})", false, (g, _) =>
