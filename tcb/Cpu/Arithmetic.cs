@@ -290,9 +290,20 @@ public sealed partial class Cpu
         uint a = c.ReadOp0(ref d), b = c.ReadOp1(ref d);
         if (c.Faulted) return;
         uint r = a + b;
-        c.WriteOp0(ref d, r);
-        if (c.Faulted) return;
-        c.WriteReg(d.Reg1, a);
+        // SDM vol. 2B, XADD: TEMP := SRC + DEST; SRC := DEST; DEST := TEMP. The destination is written
+        // last, so XADD r, r leaves the sum. A memory destination is written first so that a fault
+        // leaves the source register unchanged.
+        if (d.Kind0 != OpKindCode.Mem)
+        {
+            c.WriteReg(d.Reg1, a);
+            c.WriteOp0(ref d, r);
+        }
+        else
+        {
+            c.WriteOp0(ref d, r);
+            if (c.Faulted) return;
+            c.WriteReg(d.Reg1, a);
+        }
         c.FlagsAdd(a, b, r, d.OpSize);
     }
 
@@ -388,9 +399,10 @@ public sealed partial class Cpu
         bool adjust = (ax & 0xF) > 9 || c.GetAF();
         if (adjust)
         {
-            uint al = (ax - 6) & 0xFF;
-            uint ah = ((ax >> 8) - 1) & 0xFF;
-            ax = (ah << 8) | al;
+            // SDM vol. 2A, AAS (current text): AX := AX - 6; AH := AH - 1. The borrow out of AL
+            // reaches AH, as AAA's AX := AX + 106H carries into it.
+            ax = (ax - 6) & 0xFFFF;
+            ax = (ax - 0x100) & 0xFFFF;
         }
         ax &= 0xFF0F;
         c._gpr[0] = (c._gpr[0] & 0xFFFF_0000) | ax;

@@ -117,6 +117,46 @@ public class ExitCompletenessProperties
         }).Check(GuestPrograms.CaseConfig(150));
     }
 
+    /// <summary>
+    /// The same, for programs that switch modes (<see cref="ModePrograms"/>): paging on and off over random page
+    /// tables, ring 3 and back, real mode and back, random descriptor tables, selectors and gates. The model
+    /// predicts each exit (MMIO at the translated physical address; none for an access that page-faults, for
+    /// port I/O at CPL 3 above IOPL or for RDMSR/WRMSR at CPL 3), and the machine must make exactly those.
+    /// </summary>
+    [Fact]
+    public void EveryExitOfAModeSwitchingProgramIsOneRecordWithTheRightFields()
+    {
+        Prop.ForAll(Arb.From(ModePrograms.Programs()), program =>
+        {
+            GuestImage image = ModePrograms.Build("a", program);
+            var (tee, log, outcome) = RunAudited(image);
+            Assert.True(outcome.Reason == StopReason.PowerOff, $"{outcome.Reason} {outcome.Message}\n{ModePrograms.Describe(program)}");
+            AssertLogMatchesTee(tee, log);
+            var expected = program.ExpectedExits;
+            int first = tee.Count - expected.Count;
+            Assert.True(first >= 0, $"{tee.Count} exits, {expected.Count} expected\n{ModePrograms.Describe(program)}");
+            for (int i = 0; i < expected.Count; i++)
+            {
+                var x = expected[i];
+                ExitTraceEntry e = tee[first + i];
+                string where = $"exit {i} of {expected.Count}: expected {x.Kind} port 0x{x.Port:X} address 0x{x.Address:X} value {x.Value:X}, got {e.Kind} port 0x{e.Port:X} address 0x{e.Address:X} value 0x{e.Value:X}\n{ModePrograms.Describe(program)}";
+                Assert.True(x.Kind == e.Kind, where);
+                if (x.Kind is ExitKind.IoIn or ExitKind.IoOut)
+                {
+                    Assert.True((x.Port, x.Size) == (e.Port, e.Size), where);
+                }
+                if (x.Kind is ExitKind.MmioRead or ExitKind.MmioWrite or ExitKind.Rdmsr or ExitKind.Wrmsr)
+                {
+                    Assert.True(x.Address == e.Address, where);
+                }
+                if (x.Value is ulong v)
+                {
+                    Assert.True(v == e.Value, where);
+                }
+            }
+        }).Check(GuestPrograms.CaseConfig(250));
+    }
+
     [Fact]
     public void TripleFaultIsOneShutdownRecordAndTheChainVerifies()
     {

@@ -36,7 +36,8 @@ public enum GuestOpKind : byte
     ReadControl,
 }
 
-/// <summary>One generated operation. Address is a linear (= physical, paging off) address or an MSR number.</summary>
+/// <summary>One generated operation. Address is a linear address (= physical with paging off; translated by the page-table
+/// model in <see cref="ModePrograms"/>) or an MSR number.</summary>
 public readonly record struct GuestOp(GuestOpKind Kind, uint Address, ushort Port, byte Size, uint Value)
 {
     public override string ToString() => Kind switch
@@ -90,19 +91,19 @@ public static class GuestPrograms
     /// Ports a random OUT must not touch: 0xF4 (debug exit, reserved for the final exit), 0x64
     /// and 0xCF9 (reset requests), 0x92 (fast A20 / fast reset bit 0). Everything else is fair game.
     /// </summary>
-    private static readonly HashSet<ushort> ForbiddenOutPorts = [0xF4, 0x64, 0xCF9, 0x92];
+    internal static readonly HashSet<ushort> ForbiddenOutPorts = [0xF4, 0x64, 0xCF9, 0x92];
 
     /// <summary>Ports of the PC's devices, so that generated I/O often reaches a real device model.</summary>
-    private static readonly ushort[] DevicePorts =
+    internal static readonly ushort[] DevicePorts =
     [
         0x20, 0x21, 0xA0, 0xA1, 0x40, 0x41, 0x42, 0x43, 0x60, 0x61, 0x70, 0x71, 0x80,
         0x3F8, 0x3F9, 0x3FA, 0x3FB, 0x3FC, 0x3FD, 0x3FE, 0x3FF, 0xCF8, 0xCFC, 0xCFD, 0x3D4, 0x3D5, 0x3DA,
     ];
 
     /// <summary>MSRs the CPU knows (TSC, APIC base, SYSENTER_*, EFER, PAT ...) mixed with random numbers.</summary>
-    private static readonly uint[] InterestingMsrs = [0x10, 0x1B, 0x174, 0x175, 0x176, 0x277, 0xC000_0080, 0x8B, 0xFE, 0x2FF];
+    internal static readonly uint[] InterestingMsrs = [0x10, 0x1B, 0x174, 0x175, 0x176, 0x277, 0xC000_0080, 0x8B, 0xFE, 0x2FF];
 
-    private static Gen<ushort> Ports() => Gen.OneOf(
+    internal static Gen<ushort> Ports() => Gen.OneOf(
         Gen.Elements(DevicePorts),
         Gen.Choose(0, 0xFFFF).Select(p => (ushort)p));
 
@@ -193,7 +194,7 @@ public static class GuestPrograms
 
     private static readonly AssemblerRegister32[] AluRegs = [eax, ebx, ecx, edx];
 
-    private static void Emit(Assembler a, GuestOp op)
+    internal static void Emit(Assembler a, GuestOp op)
     {
         switch (op.Kind)
         {

@@ -52,4 +52,29 @@ public class NoninterferenceProperties
             }
         }).Check(GuestPrograms.CaseConfig(60));
     }
+
+    /// <summary>The same with mode-switching programs on both sides (<see cref="ModePrograms"/>): A's paging,
+    /// ring changes and descriptor tables, and B's, do not let B's program or secret reach A.</summary>
+    [Fact]
+    public void VmATraceAndFinalStateDoNotDependOnVmBUnderModeSwitches()
+    {
+        var programs = ModePrograms.Programs(30);
+        Prop.ForAll(Arb.From(programs), Arb.From(programs), Arb.From(programs), (pa, p1, p2) =>
+        {
+            var a = ModePrograms.Build("a", pa);
+            var s1 = RandomNumberGenerator.GetBytes((int)GuestPrograms.ScratchSize);
+            var s2 = RandomNumberGenerator.GetBytes((int)GuestPrograms.ScratchSize);
+            var first = RunBeside(a, ModePrograms.Build("b1", p1, s1.AsSpan(0, 4096)), s1);
+            var second = RunBeside(a, ModePrograms.Build("b2", p2, s2.AsSpan(0, 4096)), s2);
+            Assert.True(first.Reason == StopReason.PowerOff, $"{first.Reason}\n{ModePrograms.Describe(pa)}");
+            Assert.Equal(first.Reason, second.Reason);
+            Assert.Equal(first.Registers, second.Registers);
+            Assert.Equal(first.RamHash, second.RamHash);
+            Assert.Equal(first.Trace.Count, second.Trace.Count);
+            for (int i = 0; i < first.Trace.Count; i++)
+            {
+                Assert.True(first.Trace[i] == second.Trace[i], $"exit {i}: {first.Trace[i]} vs {second.Trace[i]}");
+            }
+        }).Check(GuestPrograms.CaseConfig(60));
+    }
 }

@@ -119,6 +119,21 @@ public class VmmRobustnessProperties
         }).Check(GuestPrograms.CaseConfig(300));
     }
 
+    /// <summary>
+    /// Random bytes executed in whatever mode a random prefix of a mode-switching program left the CPU: paging on
+    /// over random tables, CPL 3, random GDT/LDT/IDT and segment registers, after real mode and back.
+    /// </summary>
+    [Fact]
+    public void RandomBytesAfterModeSwitchesNeverFaultTheVmm()
+    {
+        var code = Gen.Choose(1, 48).SelectMany(n => Gen.ArrayOf(ArbMap.Default.GeneratorFor<byte>(), n));
+        Prop.ForAll(Arb.From(ModePrograms.Programs(30)), Arb.From(code), Arb.From(Gen.Choose(1, 31)), (program, bytes, cut) =>
+        {
+            ModeProgram prefix = ModePrograms.Prefix(program, Math.Min(cut, program.Steps.Count));
+            AssertEndsCleanly(ModePrograms.Build("modebytes", prefix, default, bytes), $"{prefix} then {Convert.ToHexString(bytes)}");
+        }).Check(GuestPrograms.CaseConfig(400));
+    }
+
     [Fact]
     public void RandomProgramsWithoutTheGpHandlerEndInADocumentedWay()
     {

@@ -19,9 +19,10 @@ public class DifferentialTests(ITestOutputHelper output)
         byte[] image = program.Build();
         string ours = DifferentialRunner.RunOnSecureVmm(image);
         Assert.Contains("done\n", ours);
-        if (!DifferentialRunner.QemuAvailable)
+        if (SecureVmm.Tests.Support.HostTools.Require("qemu-system-i386", output, "qemu-system-x86") is null)
         {
-            output.WriteLine($"SKIPPED comparison: {DifferentialRunner.QemuPath} not found (install qemu-system-x86); SecureVmm ran {program.CaseCount} cases.");
+            // Outside CI: said in the output (HostTools fails the test under CI=true).
+            output.WriteLine($"no comparison: SecureVmm ran {program.CaseCount} cases alone.");
             return;
         }
         string qemu = DifferentialRunner.RunOnQemu(image);

@@ -33,13 +33,16 @@ public sealed class GuestProgram
     /// <summary>Status flags and DF compared after each case (CF PF AF ZF SF DF OF).</summary>
     public const uint ComparedFlags = 0x0CD5;
 
-    private readonly List<(string Name, Action<Assembler, GuestProgram> Body, uint Flags)> _cases = [];
+    private readonly List<(string Name, Action<Assembler, GuestProgram> Body, uint Flags, uint Compared)> _cases = [];
     private Dictionary<string, uint> _resolved = [];
     private readonly Dictionary<string, Label> _labels = [];
     private Assembler _asm = null!;
 
-    /// <summary>Adds a case. The body starts with EAX..EDI = fixed values and EFLAGS = <paramref name="flags"/>.</summary>
-    public void Case(string name, Action<Assembler, GuestProgram> body, uint flags = 0x2) => _cases.Add((name, body, flags));
+    /// <summary>Adds a case. The body starts with EAX..EDI = fixed values and EFLAGS = <paramref name="flags"/>;
+    /// the final EFLAGS are printed masked with <paramref name="comparedFlags"/> (flags the SDM leaves
+    /// undefined after the case's last writer are left out by the generated tier).</summary>
+    public void Case(string name, Action<Assembler, GuestProgram> body, uint flags = 0x2, uint comparedFlags = ComparedFlags) =>
+        _cases.Add((name, body, flags, comparedFlags));
 
     public int CaseCount => _cases.Count;
 
@@ -137,7 +140,7 @@ public sealed class GuestProgram
 
         for (int i = 0; i < _cases.Count; i++)
         {
-            var (name, body, flags) = _cases[i];
+            var (name, body, flags, compared) = _cases[i];
             PrintText(a, $"case {i} {name}\n");
             a.push(flags);
             a.popfd();
@@ -149,7 +152,7 @@ public sealed class GuestProgram
             a.mov(edi, 0x66666666);
             a.mov(ebp, 0x77777777);
             body(a, this);
-            Dump(a);
+            Dump(a, compared);
         }
         PrintText(a, "done\n");
         a.mov(al, 0);
@@ -229,7 +232,7 @@ public sealed class GuestProgram
     }
 
     /// <summary>Prints EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI and the compared flags.</summary>
-    private void Dump(Assembler a)
+    private void Dump(Assembler a, uint comparedFlags)
     {
         a.pushfd();
         a.pushad();
@@ -239,7 +242,7 @@ public sealed class GuestProgram
             a.call(AddressOf("printHex"));
         }
         a.mov(eax, __dword_ptr[esp + 32]);
-        a.and(eax, ComparedFlags);
+        a.and(eax, comparedFlags);
         a.call(AddressOf("printHex"));
         a.popad();
         a.popfd();
