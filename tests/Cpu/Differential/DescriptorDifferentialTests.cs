@@ -168,27 +168,10 @@ public class DescriptorDifferentialTests(ITestOutputHelper output)
         int baseSeed = EnvInt("SECUREVMM_DIFF_SEED", BaseSeed);
         int cases = EnvInt("SECUREVMM_DIFF_CASES", 250);
         string? qemu = HostTools.Require("qemu-system-i386", output, "qemu-system-x86");
-        for (int k = 0; k < images; k++)
+        DifferentialRunner.CompareGenerated(output, qemu, "descriptors", baseSeed, images, seed =>
         {
-            int seed = baseSeed + k;
-            GuestProgram program = BuildImage(seed, cases, out List<string> listings);
-            byte[] image = program.Build();
-            string ours = DifferentialRunner.RunOnSecureVmm(image);
-            Assert.True(ours.EndsWith("done\n", StringComparison.Ordinal), $"descriptors seed {seed}: SecureVmm did not finish: {ours[Math.Max(0, ours.Length - 400)..]}");
-            if (qemu is null)
-            {
-                output.WriteLine($"descriptors seed {seed}: SecureVmm ran {program.CaseCount} cases; no comparison without QEMU.");
-                continue;
-            }
-            string theirs = DifferentialRunner.RunOnQemu(image);
-            string? diff = DifferentialRunner.FirstDifference(theirs, ours);
-            if (diff is not null)
-            {
-                Match m = Regex.Match(diff, @"in case (\d+) ");
-                string listing = m.Success && int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) is int i && i < listings.Count ? listings[i] : "";
-                Assert.Fail($"descriptors seed {seed}: {diff}\n(dump order: fault lines, the eight descriptors' high dwords, then EAX ECX EDX EBX ESP EBP ESI EDI, flags)\n{listing}");
-            }
-            output.WriteLine($"descriptors seed {seed}: {program.CaseCount} cases, {ours.Length} bytes of output identical on SecureVmm and QEMU");
-        }
+            var program = BuildImage(seed, cases, out List<string> listings);
+            return (program, listings);
+        }, "fault lines, the eight descriptors' high dwords, then EAX ECX EDX EBX ESP EBP ESI EDI, flags");
     }
 }

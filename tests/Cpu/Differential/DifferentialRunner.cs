@@ -88,6 +88,36 @@ public static class DifferentialRunner
     }
 
     /// <summary>Describes the first difference between two outputs with the case it belongs to, or null when equal.</summary>
+    /// <summary>
+    /// Builds <paramref name="images"/> generated images (seeds from <paramref name="baseSeed"/>), runs each here and,
+    /// when <paramref name="qemu"/> is given, under QEMU, and fails on the first difference with the case's listing.
+    /// </summary>
+    public static void CompareGenerated(Xunit.Abstractions.ITestOutputHelper output, string? qemu, string label, int baseSeed, int images,
+        Func<int, (GuestProgram Program, List<string> Listings)> build, string dumpOrder)
+    {
+        for (int k = 0; k < images; k++)
+        {
+            int seed = baseSeed + k;
+            var (program, listings) = build(seed);
+            byte[] image = program.Build();
+            string ours = RunOnSecureVmm(image);
+            Xunit.Assert.True(ours.EndsWith("done\n", StringComparison.Ordinal), $"{label} seed {seed}: SecureVmm did not finish: {ours[Math.Max(0, ours.Length - 400)..]}");
+            if (qemu is null)
+            {
+                output.WriteLine($"{label} seed {seed}: SecureVmm ran {program.CaseCount} cases; no comparison without QEMU.");
+                continue;
+            }
+            string? diff = FirstDifference(RunOnQemu(image), ours);
+            if (diff is not null)
+            {
+                var m = System.Text.RegularExpressions.Regex.Match(diff, @"in case (\d+) ");
+                string listing = m.Success && int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) is int i && i < listings.Count ? listings[i] : "";
+                Xunit.Assert.Fail($"{label} seed {seed}: {diff}\n(dump order: {dumpOrder})\n{listing}");
+            }
+            output.WriteLine($"{label} seed {seed}: {program.CaseCount} cases, {ours.Length} bytes of output identical on SecureVmm and QEMU");
+        }
+    }
+
     public static string? FirstDifference(string expected, string actual)
     {
         var e = expected.Split('\n');

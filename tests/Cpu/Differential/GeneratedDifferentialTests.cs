@@ -266,28 +266,11 @@ public class GeneratedDifferentialTests(ITestOutputHelper output)
         int baseSeed = EnvInt("SECUREVMM_DIFF_SEED", BaseSeed + (int)tier * 1000);
         int cases = EnvInt("SECUREVMM_DIFF_CASES", DefaultCases);
         string? qemu = HostTools.Require("qemu-system-i386", output, "qemu-system-x86");
-        for (int k = 0; k < images; k++)
+        DifferentialRunner.CompareGenerated(output, qemu, tier.ToString(), baseSeed, images, seed =>
         {
-            int seed = baseSeed + k;
-            GuestProgram program = BuildImage(tier, seed, cases, out List<string> listings);
-            byte[] image = program.Build();
-            string ours = DifferentialRunner.RunOnSecureVmm(image);
-            Assert.True(ours.EndsWith("done\n", StringComparison.Ordinal), $"{tier} seed {seed}: SecureVmm did not finish: {ours[Math.Max(0, ours.Length - 400)..]}");
-            if (qemu is null)
-            {
-                output.WriteLine($"{tier} seed {seed}: SecureVmm ran {program.CaseCount} cases; no comparison without QEMU.");
-                continue;
-            }
-            string theirs = DifferentialRunner.RunOnQemu(image);
-            string? diff = DifferentialRunner.FirstDifference(theirs, ours);
-            if (diff is not null)
-            {
-                Match m = Regex.Match(diff, @"in case (\d+) ");
-                string listing = m.Success && int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) is int i && i < listings.Count ? listings[i] : "";
-                Assert.Fail($"{tier} seed {seed}: {diff}\nthe case (dump order: scratch dwords, then EAX ECX EDX EBX ESP EBP ESI EDI, flags):\n{listing}");
-            }
-            output.WriteLine($"{tier} seed {seed}: {program.CaseCount} cases, {ours.Length} bytes of output identical on SecureVmm and QEMU");
-        }
+            var program = BuildImage(tier, seed, cases, out List<string> listings);
+            return (program, listings);
+        }, "scratch dwords, then EAX ECX EDX EBX ESP EBP ESI EDI, flags");
     }
 
     [Fact]
