@@ -82,6 +82,12 @@ public sealed partial class Cpu
     /// <summary>TSC ticks per retired instruction (deterministic virtual time; RDTSC = count × ratio + offset).</summary>
     public uint TscPerInstruction { get; set; } = 1;
 
+    /// <summary>
+    /// When set, the TSC counts this clock (virtual nanoseconds: a 1 GHz TSC) instead of retired
+    /// instructions. The machine sets it in realtime mode; it must never go backwards.
+    /// </summary>
+    public Func<ulong>? TscClock { get; set; }
+
     /// <summary>True after HLT until an interrupt is delivered.</summary>
     public bool IsHalted => _halted;
     public bool IsShutdown => _shutdown;
@@ -148,7 +154,7 @@ public sealed partial class Cpu
         _tr = new SegmentCache { Attributes = 0x8B, Limit = 0xFFFF };
         _sysenterCs = _sysenterEsp = _sysenterEip = 0;
         // RESET clears the TSC (SDM vol. 3, 17.17); virtual time itself keeps counting.
-        _tscOffset = 0 - (ulong)_icount * TscPerInstruction;
+        _tscOffset = 0 - TscBase;
         _halted = false;
         _shutdown = false;
         _shadowAt = -1;
@@ -395,5 +401,12 @@ public sealed partial class Cpu
     /// <summary>Leaves the halted state without an interrupt (e.g. for an INIT/NMI-like wake-up by the machine).</summary>
     public void ClearHalt() => _halted = false;
 
-    private ulong ReadTsc() => (ulong)_icount * TscPerInstruction + _tscOffset;
+    private ulong ReadTsc() => TscBase + _tscOffset;
+
+    /// <summary>
+    /// The time base RDTSC counts from: the machine's virtual clock when it supplies one (realtime
+    /// mode, where halted time passes without instructions: a TSC that stood still while the guest
+    /// idles would stop a guest that keeps time by the TSC), else the retired-instruction count.
+    /// </summary>
+    private ulong TscBase => TscClock is { } clock ? clock() : (ulong)_icount * TscPerInstruction;
 }

@@ -509,7 +509,7 @@ public sealed partial class Cpu
         {
             case 0x10:
                 // Writing the TSC sets the offset from virtual time (SDM vol. 3, 17.17).
-                _tscOffset = value - (ulong)_icount * TscPerInstruction;
+                _tscOffset = value - TscBase;
                 return true;
             case 0x8B: return true;
             case 0x174: _sysenterCs = (uint)value & 0xFFFF; return true;

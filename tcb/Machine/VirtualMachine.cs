@@ -95,6 +95,13 @@ public sealed class VirtualMachine : IExitHandler, IDisposable
         }
 
         _cpu = new Cpu.Cpu(_map, this) { Interrupts = Pic };
+        if (config.Clock == ClockMode.Realtime)
+        {
+            // Realtime: the TSC follows the VM's virtual clock, which keeps running while the guest
+            // is halted (DESIGN.md principle 5); counted in instructions it would stand still in
+            // idle time, and a guest whose clocksource is the TSC would never see a sleep end.
+            _cpu.TscClock = () => (ulong)Math.Max(0, CurrentVirtualNs());
+        }
     }
 
     public string Name => _config.Name;

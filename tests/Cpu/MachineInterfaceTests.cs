@@ -203,6 +203,31 @@ public class MachineInterfaceTests
     }
 
     [Fact]
+    public void TheTscFollowsTheMachinesClockWhenOneIsGivenAndKeepsItsOffset()
+    {
+        using var h = new CpuHarness();
+        ulong clock = 1_000_000;
+        h.Cpu.TscClock = () => clock;
+        h.Cpu.Reset(); // RESET zeroes the TSC against the clock (SDM vol. 3, 17.17)
+        clock += 5_000;
+        h.Load32(0x1000, a =>
+        {
+            a.rdtsc();
+            a.mov(ebx, eax);
+            a.mov(ecx, 0x10);
+            a.mov(eax, 100);
+            a.xor(edx, edx);
+            a.wrmsr();
+            a.rdtsc();
+            a.mov(esi, eax);
+            a.Exit();
+        });
+        Assert.Equal(RunStatus.Stopped, h.Run());
+        Assert.Equal(5_000u, h.Cpu.Ebx); // clock time since reset, however few instructions ran
+        Assert.Equal(100u, h.Cpu.Esi); // WRMSR 0x10 sets the count; the clock has not moved since
+    }
+
+    [Fact]
     public void SameProgramGivesSameCountAndExits()
     {
         static (long, string) RunOnce()
