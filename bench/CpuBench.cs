@@ -111,12 +111,24 @@ public static class CpuBench
     /// <summary>Two page directories (4 KiB pages over 0-8 MiB) alternated with MOV CR3 every 256 pages touched, plus INVLPG.</summary>
     private static uint BuildPaging(Assembler a)
     {
-        const uint pd0 = 0x100_0000, pd1 = 0x100_1000, pt = 0x100_2000;
-        var fill = a.CreateLabel();
+        EmitPagingSetup(a, 0x100_0000);
         var loop = a.CreateLabel();
-        var touch = a.CreateLabel();
-        // Page tables for 0-8 MiB (two tables), shared by both directories; directory 1 maps
-        // the data window 4-8 MiB read/write like directory 0 (a different CR3 value means a flush).
+        a.Label(ref loop);
+        EmitPagingRound(a);
+        a.jmp(loop);
+        return 0x10_0000;
+    }
+
+    /// <summary>
+    /// Page tables for 0-8 MiB (two tables, at <paramref name="pd0"/> + 0x2000) shared by two page
+    /// directories at <paramref name="pd0"/> and <paramref name="pd0"/> + 0x1000 (a different CR3
+    /// value means a flush); turns paging on with directory 0 and leaves pd0 ^ pd1 in EBP for
+    /// <see cref="EmitPagingRound"/>. Used by this benchmark and the QEMU comparison.
+    /// </summary>
+    public static void EmitPagingSetup(Assembler a, uint pd0)
+    {
+        uint pd1 = pd0 + 0x1000, pt = pd0 + 0x2000;
+        var fill = a.CreateLabel();
         a.mov(edi, pt);
         a.mov(eax, 0x7u);
         a.mov(ecx, 2048);
@@ -135,7 +147,12 @@ public static class CpuBench
         a.or(eax, 0x8000_0000u);
         a.mov(cr0, eax);
         a.mov(ebp, pd0 ^ pd1);
-        a.Label(ref loop);
+    }
+
+    /// <summary>One round: touch 256 pages of the 4-8 MiB window (read, write, INVLPG each), then switch CR3.</summary>
+    public static void EmitPagingRound(Assembler a)
+    {
+        var touch = a.CreateLabel();
         a.mov(esi, 0x40_0000);
         a.mov(ecx, 256);
         a.Label(ref touch);
@@ -149,7 +166,5 @@ public static class CpuBench
         a.mov(eax, cr3);
         a.xor(eax, ebp);
         a.mov(cr3, eax);
-        a.jmp(loop);
-        return 0x10_0000;
     }
 }
