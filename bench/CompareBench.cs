@@ -317,7 +317,8 @@ public static class CompareBench
     }
 
     /// <summary>Boots the Debian kernel in-process and times VM start to the prompt on the serial port.</summary>
-    internal static (double Seconds, long Instructions) LinuxInProcess(byte[] kernel, byte[] initrd)
+    internal static (double Seconds, long Instructions) LinuxInProcess(byte[] kernel, byte[] initrd,
+        Action<VirtualMachine, CancellationToken>? observe = null, Action<VirtualMachine, PromptWatch>? afterPrompt = null)
     {
         var serial = new PromptWatch(LinuxPrompt);
         using var vm = new VirtualMachine(new MachineConfig
@@ -329,11 +330,19 @@ public static class CompareBench
             RtcStart = new DateTimeOffset(2026, 11, 21, 12, 0, 0, TimeSpan.Zero),
         });
         vm.Boot(BzImageLoader.Load(vm.Ram, kernel, "console=ttyS0 quiet", initrd));
+        serial.Counter = () => vm.InstructionCount;
         var clock = Stopwatch.StartNew();
+        using var stopObserving = new CancellationTokenSource();
         vm.Start();
+        observe?.Invoke(vm, stopObserving.Token);
         bool seen = serial.Seen.Wait(TimeSpan.FromMinutes(10));
+        stopObserving.Cancel();
         double seconds = clock.Elapsed.TotalSeconds;
-        long instructions = vm.InstructionCount;
+        long instructions = serial.SeenAtInstruction;
+        if (seen)
+        {
+            afterPrompt?.Invoke(vm, serial);
+        }
         vm.RequestStop();
         vm.WaitForExit(TimeSpan.FromMinutes(1));
         if (!seen)
@@ -343,13 +352,29 @@ public static class CompareBench
         return (seconds, instructions);
     }
 
-    private sealed class PromptWatch(string marker) : ISerialOutput
+    internal sealed class PromptWatch(string marker) : ISerialOutput
     {
         private readonly StringBuilder _tail = new();
         public readonly ManualResetEventSlim Seen = new();
 
+        /// <summary>When set, every byte from now on is also appended here (under its lock).</summary>
+        public StringBuilder? Capture { get; set; }
+
+        /// <summary>Reads the VM's instruction count (on the VM's thread, when the marker is seen).</summary>
+        public Func<long>? Counter { get; set; }
+
+        /// <summary>The instruction count at which the marker's last byte was sent: exact, unlike a read from another thread.</summary>
+        public long SeenAtInstruction { get; private set; }
+
         public void Transmit(byte value)
         {
+            if (Capture is { } capture)
+            {
+                lock (capture)
+                {
+                    capture.Append((char)value);
+                }
+            }
             _tail.Append((char)value);
             if (_tail.Length > 256)
             {
@@ -357,6 +382,7 @@ public static class CompareBench
             }
             if (!Seen.IsSet && _tail.ToString().EndsWith(marker, StringComparison.Ordinal))
             {
+                SeenAtInstruction = Counter?.Invoke() ?? 0;
                 Seen.Set();
             }
         }
