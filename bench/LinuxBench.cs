@@ -13,7 +13,8 @@ namespace SecureVmm.Bench;
 /// Run: <c>dotnet run -c Release --project bench -- linux [runs] [--profile]</c>. With
 /// <c>--profile</c> a sampling thread reads the guest's EIP and instruction count every
 /// millisecond and prints where the guest spent its wall time and its instructions, by kernel
-/// function (from the System.map that Debian's kernel package ships).
+/// function. The names come from the guest's own /proc/kallsyms, which the first profiled boot
+/// reads at the prompt and saves beside the guest cache (that first run names 4 KiB pages instead).
 /// </summary>
 public static class LinuxBench
 {
@@ -77,14 +78,12 @@ public static class LinuxBench
         public static SystemMap Load(string file)
         {
             var list = new List<(uint, string)>();
+            foreach (string line in File.ReadLines(file))
             {
-                foreach (string line in File.ReadLines(file))
+                string[] f = line.Split(' ', '\t');
+                if (f.Length >= 3 && f[1] is "t" or "T" && uint.TryParse(f[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out uint a))
                 {
-                    string[] f = line.Split(' ', '\t');
-                    if (f.Length >= 3 && f[1] is "t" or "T" && uint.TryParse(f[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out uint a))
-                    {
-                        list.Add((a, f[2]));
-                    }
+                    list.Add((a, f[2]));
                 }
             }
             list.Sort((x, y) => x.Item1.CompareTo(y.Item1));
@@ -111,10 +110,11 @@ public static class LinuxBench
         private readonly Dictionary<string, (int Samples, long Instructions)> _byName = new(StringComparer.Ordinal);
         private int _total;
         private long _totalInstructions;
+        private Thread? _thread;
 
         public void Attach(VirtualMachine vm, CancellationToken stop)
         {
-            var thread = new Thread(() =>
+            _thread = new Thread(() =>
             {
                 long lastCount = vm.InstructionCount;
                 var clock = Stopwatch.StartNew();
@@ -136,11 +136,12 @@ public static class LinuxBench
                     _total++;
                 }
             }) { IsBackground = true, Priority = ThreadPriority.AboveNormal };
-            thread.Start();
+            _thread.Start();
         }
 
         public void Print(int top)
         {
+            _thread?.Join(); // its stop was signalled at the prompt; let it finish its last sample
             Console.WriteLine($"  {_total:N0} samples (1 ms apart); instructions are those retired since the previous sample");
             Console.WriteLine("  | kernel function | wall share | instructions | M instr/s there |");
             Console.WriteLine("  |---|---|---|---|");
