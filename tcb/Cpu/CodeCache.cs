@@ -54,6 +54,10 @@ internal sealed class Block
     public Block? Succ0, Succ1;
     public uint Succ0Epoch, Succ1Epoch;
     public uint Succ0CsBase, Succ1CsBase;
+    // Runs of the interpreted block, and its compiled form once it is hot (BlockCompiler.cs).
+    public int Runs;
+    public bool Queued;
+    public CompiledBlock? Compiled;
 }
 
 // The decoded-instruction cache (DESIGN.md "decode once"): blocks are looked up by

@@ -293,7 +293,8 @@ public sealed partial class Cpu
     /// boundary at which the run loop has work (an interrupt to deliver, HLT). Going on to the
     /// next block here instead of returning to <see cref="Run"/> is the same interrupt-window check
     /// Run makes (SDM vol. 3, 6.8.3), without the round trip; the block that ran last stays in a
-    /// local so that chaining it to its successor costs no heap write until the loop ends.
+    /// local so that chaining it to its successor costs no heap write until the loop ends. A block
+    /// with a compiled form runs that instead when it may (BlockCompiler.cs), with the same effect.
     /// </summary>
     private void ExecuteBlock()
     {
@@ -310,8 +311,33 @@ public sealed partial class Cpu
                 return;
             }
             last = block.Cached ? block : null;
+            int first = 0; // where interpretation starts: 0, or where a compiled block handed over
+            if (last is not null && !singleStep && _shadowAt != _icount && _icount + block.Count <= _budgetEnd && _compileThreshold > 0)
+            {
+                if (block.Compiled is null && !block.Queued && ++block.Runs >= _compileThreshold)
+                {
+                    BlockIsHot(block);
+                }
+                if (block.Compiled is { } compiled)
+                {
+                    _lastBlock = last;
+                    first = compiled(this, block.Insns);
+                    if (first == BlockEnded || _icount >= _budgetEnd)
+                    {
+                        return;
+                    }
+                    if (first == BlockDone)
+                    {
+                        if (_halted || ((_eflags & EflagsBits.IF) != 0 && _shadowAt != _icount && Interrupts is { HasPending: true }))
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
             int count = block.Count;
-            if (singleStep || _shadowAt == _icount)
+            if (first == 0 && (singleStep || _shadowAt == _icount))
             {
                 // One instruction only: after TF for the #DB trap, after STI/MOV SS so that the
                 // boundary right after the shadowed instruction is checked for interrupts.
@@ -319,7 +345,7 @@ public sealed partial class Cpu
             }
             // A span of exactly the instructions to run: one range check here, none per instruction.
             Span<DecodedInsn> insns = block.Insns.AsSpan(0, count);
-            for (int i = 0; i < insns.Length; i++)
+            for (int i = first; i < insns.Length; i++)
             {
                 ref DecodedInsn d = ref insns[i];
                 _espAtStart = _gpr[4];
@@ -329,24 +355,7 @@ public sealed partial class Cpu
                 if (_event != 0)
                 {
                     _lastBlock = last;
-                    int ev = _event;
-                    if ((ev & EvFault) != 0)
-                    {
-                        _gpr[4] = _espAtStart;
-                        _eip = d.Eip;
-                        _event = ev & ~(EvFault | EvBreak | EvNoRetire);
-                        HandlePendingFault();
-                        return;
-                    }
-                    if ((ev & EvNoRetire) == 0)
-                    {
-                        _icount++;
-                    }
-                    _event = ev & ~(EvBreak | EvNoRetire);
-                    if (singleStep)
-                    {
-                        SingleStepTrap();
-                    }
+                    EndInstructionOnEvent(ref d, singleStep);
                     return;
                 }
                 if (++_icount >= _budgetEnd)
@@ -372,6 +381,33 @@ public sealed partial class Cpu
                 _lastBlock = last;
                 return;
             }
+        }
+    }
+
+    /// <summary>
+    /// The instruction <paramref name="d"/> raised an event: a fault rolls ESP and EIP back to the
+    /// instruction and delivers it (it did not retire); anything else retires it (unless it
+    /// restarts, EvNoRetire) and ends the block, with the single-step trap after it when TF was set.
+    /// </summary>
+    private void EndInstructionOnEvent(ref DecodedInsn d, bool singleStep)
+    {
+        int ev = _event;
+        if ((ev & EvFault) != 0)
+        {
+            _gpr[4] = _espAtStart;
+            _eip = d.Eip;
+            _event = ev & ~(EvFault | EvBreak | EvNoRetire);
+            HandlePendingFault();
+            return;
+        }
+        if ((ev & EvNoRetire) == 0)
+        {
+            _icount++;
+        }
+        _event = ev & ~(EvBreak | EvNoRetire);
+        if (singleStep)
+        {
+            SingleStepTrap();
         }
     }
 

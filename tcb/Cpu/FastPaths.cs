@@ -260,23 +260,38 @@ public sealed partial class Cpu
     // ---------------------------------------------------------------- MOV / MOVZX / LEA
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastMovRR(ref DecodedInsn d) => _gpr[d.Reg0 & 7] = _gpr[d.Reg1 & 7];
+    private void FastMovRR(ref DecodedInsn d) => OpMovRR(d.Reg0 & 7, d.Reg1 & 7);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastMovRI(ref DecodedInsn d) => _gpr[d.Reg0 & 7] = d.Imm;
+    internal void OpMovRR(int r0, int r1) => _gpr[r0] = _gpr[r1];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastMovRM(ref DecodedInsn d)
+    private void FastMovRI(ref DecodedInsn d) => OpMovRI(d.Reg0 & 7, d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpMovRI(int r0, uint imm) => _gpr[r0] = imm;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastMovRM(ref DecodedInsn d) => OpMovRM(d.Reg0 & 7, d.Seg, EffectiveAddress(ref d));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpMovRM(int r0, int seg, uint ea)
     {
-        uint v = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
-        if (!Faulted) _gpr[d.Reg0 & 7] = v;
+        uint v = ReadSeg(seg, ea, 4);
+        if (!Faulted) _gpr[r0] = v;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastMovMR(ref DecodedInsn d) => WriteSeg(d.Seg, EffectiveAddress(ref d), 4, _gpr[d.Reg1 & 7]);
+    private void FastMovMR(ref DecodedInsn d) => OpMovMR(d.Reg1 & 7, d.Seg, EffectiveAddress(ref d));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastMovMI(ref DecodedInsn d) => WriteSeg(d.Seg, EffectiveAddress(ref d), 4, d.Imm);
+    internal void OpMovMR(int r1, int seg, uint ea) => WriteSeg(seg, ea, 4, _gpr[r1]);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastMovMI(ref DecodedInsn d) => OpMovMI(d.Seg, EffectiveAddress(ref d), d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpMovMI(int seg, uint ea, uint imm) => WriteSeg(seg, ea, 4, imm);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FastMovzxRM(ref DecodedInsn d)
@@ -287,207 +302,306 @@ public sealed partial class Cpu
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastLeaR(ref DecodedInsn d) => _gpr[d.Reg0 & 7] = EffectiveAddress(ref d);
+    private void FastLeaR(ref DecodedInsn d) => OpLeaR(d.Reg0 & 7, EffectiveAddress(ref d));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpLeaR(int r0, uint ea) => _gpr[r0] = ea;
 
     // ---------------------------------------------------------------- ALU
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastAddRR(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = _gpr[d.Reg1 & 7], r = a + b; _gpr[d.Reg0 & 7] = r; FlagsAdd(a, b, r, 4); }
+    private void FastAddRR(ref DecodedInsn d) => OpAddRR(d.Reg0 & 7, d.Reg1 & 7);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastAddRI(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = d.Imm, r = a + b; _gpr[d.Reg0 & 7] = r; FlagsAdd(a, b, r, 4); }
+    internal void OpAddRR(int r0, int r1) { uint a = _gpr[r0], b = _gpr[r1], r = a + b; _gpr[r0] = r; FlagsAdd(a, b, r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastAddRM(ref DecodedInsn d)
+    private void FastAddRI(ref DecodedInsn d) => OpAddRI(d.Reg0 & 7, d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpAddRI(int r0, uint imm) { uint a = _gpr[r0], b = imm, r = a + b; _gpr[r0] = r; FlagsAdd(a, b, r, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastAddRM(ref DecodedInsn d) => OpAddRM(d.Reg0 & 7, d.Seg, EffectiveAddress(ref d));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpAddRM(int r0, int seg, uint ea)
     {
-        uint b = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
+        uint b = ReadSeg(seg, ea, 4);
         if (Faulted) return;
-        uint a = _gpr[d.Reg0 & 7], r = a + b;
-        _gpr[d.Reg0 & 7] = r;
+        uint a = _gpr[r0], r = a + b;
+        _gpr[r0] = r;
         FlagsAdd(a, b, r, 4);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastSubRR(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = _gpr[d.Reg1 & 7], r = a - b; _gpr[d.Reg0 & 7] = r; FlagsSub(a, b, r, 4); }
+    private void FastSubRR(ref DecodedInsn d) => OpSubRR(d.Reg0 & 7, d.Reg1 & 7);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastSubRI(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = d.Imm, r = a - b; _gpr[d.Reg0 & 7] = r; FlagsSub(a, b, r, 4); }
+    internal void OpSubRR(int r0, int r1) { uint a = _gpr[r0], b = _gpr[r1], r = a - b; _gpr[r0] = r; FlagsSub(a, b, r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastSubRM(ref DecodedInsn d)
+    private void FastSubRI(ref DecodedInsn d) => OpSubRI(d.Reg0 & 7, d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpSubRI(int r0, uint imm) { uint a = _gpr[r0], b = imm, r = a - b; _gpr[r0] = r; FlagsSub(a, b, r, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastSubRM(ref DecodedInsn d) => OpSubRM(d.Reg0 & 7, d.Seg, EffectiveAddress(ref d));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpSubRM(int r0, int seg, uint ea)
     {
-        uint b = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
+        uint b = ReadSeg(seg, ea, 4);
         if (Faulted) return;
-        uint a = _gpr[d.Reg0 & 7], r = a - b;
-        _gpr[d.Reg0 & 7] = r;
+        uint a = _gpr[r0], r = a - b;
+        _gpr[r0] = r;
         FlagsSub(a, b, r, 4);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastCmpRR(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = _gpr[d.Reg1 & 7]; FlagsSub(a, b, a - b, 4); }
+    private void FastCmpRR(ref DecodedInsn d) => OpCmpRR(d.Reg0 & 7, d.Reg1 & 7);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastCmpRI(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], b = d.Imm; FlagsSub(a, b, a - b, 4); }
+    internal void OpCmpRR(int r0, int r1) { uint a = _gpr[r0], b = _gpr[r1]; FlagsSub(a, b, a - b, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastCmpRM(ref DecodedInsn d)
+    private void FastCmpRI(ref DecodedInsn d) => OpCmpRI(d.Reg0 & 7, d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpCmpRI(int r0, uint imm) { uint a = _gpr[r0], b = imm; FlagsSub(a, b, a - b, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastCmpRM(ref DecodedInsn d) => OpCmpRM(d.Reg0 & 7, d.Seg, EffectiveAddress(ref d));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpCmpRM(int r0, int seg, uint ea)
     {
-        uint b = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
+        uint b = ReadSeg(seg, ea, 4);
         if (Faulted) return;
-        uint a = _gpr[d.Reg0 & 7];
+        uint a = _gpr[r0];
         FlagsSub(a, b, a - b, 4);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastCmpMR(ref DecodedInsn d)
+    private void FastCmpMR(ref DecodedInsn d) => OpCmpMR(d.Reg1 & 7, d.Seg, EffectiveAddress(ref d));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpCmpMR(int r1, int seg, uint ea)
     {
-        uint a = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
+        uint a = ReadSeg(seg, ea, 4);
         if (Faulted) return;
-        uint b = _gpr[d.Reg1 & 7];
+        uint b = _gpr[r1];
         FlagsSub(a, b, a - b, 4);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastCmpMI(ref DecodedInsn d)
+    private void FastCmpMI(ref DecodedInsn d) => OpCmpMI(d.Seg, EffectiveAddress(ref d), d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpCmpMI(int seg, uint ea, uint imm)
     {
-        uint a = ReadSeg(d.Seg, EffectiveAddress(ref d), 4);
+        uint a = ReadSeg(seg, ea, 4);
         if (Faulted) return;
-        uint b = d.Imm;
+        uint b = imm;
         FlagsSub(a, b, a - b, 4);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastAndRR(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] & _gpr[d.Reg1 & 7]; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
+    private void FastAndRR(ref DecodedInsn d) => OpAndRR(d.Reg0 & 7, d.Reg1 & 7);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastAndRI(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] & d.Imm; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
+    internal void OpAndRR(int r0, int r1) { uint r = _gpr[r0] & _gpr[r1]; _gpr[r0] = r; FlagsLogic(r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastOrRR(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] | _gpr[d.Reg1 & 7]; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
+    private void FastAndRI(ref DecodedInsn d) => OpAndRI(d.Reg0 & 7, d.Imm);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastOrRI(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] | d.Imm; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
+    internal void OpAndRI(int r0, uint imm) { uint r = _gpr[r0] & imm; _gpr[r0] = r; FlagsLogic(r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastXorRR(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] ^ _gpr[d.Reg1 & 7]; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
+    private void FastOrRR(ref DecodedInsn d) => OpOrRR(d.Reg0 & 7, d.Reg1 & 7);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastXorRI(ref DecodedInsn d) { uint r = _gpr[d.Reg0 & 7] ^ d.Imm; _gpr[d.Reg0 & 7] = r; FlagsLogic(r, 4); }
+    internal void OpOrRR(int r0, int r1) { uint r = _gpr[r0] | _gpr[r1]; _gpr[r0] = r; FlagsLogic(r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastTestRR(ref DecodedInsn d) => FlagsLogic(_gpr[d.Reg0 & 7] & _gpr[d.Reg1 & 7], 4);
+    private void FastOrRI(ref DecodedInsn d) => OpOrRI(d.Reg0 & 7, d.Imm);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastTestRI(ref DecodedInsn d) => FlagsLogic(_gpr[d.Reg0 & 7] & d.Imm, 4);
+    internal void OpOrRI(int r0, uint imm) { uint r = _gpr[r0] | imm; _gpr[r0] = r; FlagsLogic(r, 4); }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastIncR(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], r = a + 1; _gpr[d.Reg0 & 7] = r; FlagsIncDec(a, r, 4, dec: false); }
+    private void FastXorRR(ref DecodedInsn d) => OpXorRR(d.Reg0 & 7, d.Reg1 & 7);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastDecR(ref DecodedInsn d) { uint a = _gpr[d.Reg0 & 7], r = a - 1; _gpr[d.Reg0 & 7] = r; FlagsIncDec(a, r, 4, dec: true); }
+    internal void OpXorRR(int r0, int r1) { uint r = _gpr[r0] ^ _gpr[r1]; _gpr[r0] = r; FlagsLogic(r, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastXorRI(ref DecodedInsn d) => OpXorRI(d.Reg0 & 7, d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpXorRI(int r0, uint imm) { uint r = _gpr[r0] ^ imm; _gpr[r0] = r; FlagsLogic(r, 4); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastTestRR(ref DecodedInsn d) => OpTestRR(d.Reg0 & 7, d.Reg1 & 7);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpTestRR(int r0, int r1) => FlagsLogic(_gpr[r0] & _gpr[r1], 4);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastTestRI(ref DecodedInsn d) => OpTestRI(d.Reg0 & 7, d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpTestRI(int r0, uint imm) => FlagsLogic(_gpr[r0] & imm, 4);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastIncR(ref DecodedInsn d) => OpIncR(d.Reg0 & 7);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpIncR(int r0) { uint a = _gpr[r0], r = a + 1; _gpr[r0] = r; FlagsIncDec(a, r, 4, dec: false); }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastDecR(ref DecodedInsn d) => OpDecR(d.Reg0 & 7);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpDecR(int r0) { uint a = _gpr[r0], r = a - 1; _gpr[r0] = r; FlagsIncDec(a, r, 4, dec: true); }
 
     // IMUL r32, r/m32 (register source) and IMUL r32, r32, imm: CF = OF = the product does not fit
     // in 32 bits; SF/ZF/PF from the low half, AF cleared, as the generic Imul (Arithmetic.cs).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastImulRR(ref DecodedInsn d)
+    private void FastImulRR(ref DecodedInsn d) => OpImulRR(d.Reg0 & 7, d.Reg1 & 7);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpImulRR(int r0, int r1)
     {
-        long p = (long)(int)_gpr[d.Reg0 & 7] * (int)_gpr[d.Reg1 & 7];
+        long p = (long)(int)_gpr[r0] * (int)_gpr[r1];
         bool ov = p != (int)p;
-        _gpr[d.Reg0 & 7] = (uint)p;
+        _gpr[r0] = (uint)p;
         FlagsExplicit((uint)p, 4, ov, ov, false);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastImulRRI(ref DecodedInsn d)
+    private void FastImulRRI(ref DecodedInsn d) => OpImulRRI(d.Reg0 & 7, d.Reg1 & 7, d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpImulRRI(int r0, int r1, uint imm)
     {
-        long p = (long)(int)_gpr[d.Reg1 & 7] * (int)d.Imm;
+        long p = (long)(int)_gpr[r1] * (int)imm;
         bool ov = p != (int)p;
-        _gpr[d.Reg0 & 7] = (uint)p;
+        _gpr[r0] = (uint)p;
         FlagsExplicit((uint)p, 4, ov, ov, false);
     }
 
     // ---------------------------------------------------------------- shifts and rotates by an immediate (Shifts.cs)
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastShlRI(ref DecodedInsn d)
+    private void FastShlRI(ref DecodedInsn d) => OpShlRI(d.Reg0 & 7, d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpShlRI(int r0, uint imm)
     {
-        int n = (int)(d.Imm & 0x1F);
+        int n = (int)(imm & 0x1F);
         if (n == 0) return;
-        uint v = _gpr[d.Reg0 & 7];
+        uint v = _gpr[r0];
         uint t = v << (n - 1);
         bool cf = (t >> 31) != 0;
         uint r = t << 1;
-        _gpr[d.Reg0 & 7] = r;
+        _gpr[r0] = r;
         FlagsExplicit(r, 4, cf, cf ^ ((r >> 31) != 0), false);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastShrRI(ref DecodedInsn d)
+    private void FastShrRI(ref DecodedInsn d) => OpShrRI(d.Reg0 & 7, d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpShrRI(int r0, uint imm)
     {
-        int n = (int)(d.Imm & 0x1F);
+        int n = (int)(imm & 0x1F);
         if (n == 0) return;
-        uint t = _gpr[d.Reg0 & 7] >> (n - 1);
+        uint t = _gpr[r0] >> (n - 1);
         uint r = t >> 1;
-        _gpr[d.Reg0 & 7] = r;
+        _gpr[r0] = r;
         FlagsExplicit(r, 4, (t & 1) != 0, ((t ^ r) >> 31) != 0, false);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastSarRI(ref DecodedInsn d)
+    private void FastSarRI(ref DecodedInsn d) => OpSarRI(d.Reg0 & 7, d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpSarRI(int r0, uint imm)
     {
-        int n = (int)(d.Imm & 0x1F);
+        int n = (int)(imm & 0x1F);
         if (n == 0) return;
-        int t = (int)_gpr[d.Reg0 & 7] >> (n - 1);
+        int t = (int)_gpr[r0] >> (n - 1);
         uint r = (uint)(t >> 1);
-        _gpr[d.Reg0 & 7] = r;
+        _gpr[r0] = r;
         FlagsExplicit(r, 4, (t & 1) != 0, (((uint)t ^ r) >> 31) != 0, false);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastRolRI(ref DecodedInsn d)
+    private void FastRolRI(ref DecodedInsn d) => OpRolRI(d.Reg0 & 7, d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpRolRI(int r0, uint imm)
     {
-        int n = (int)(d.Imm & 0x1F);
+        int n = (int)(imm & 0x1F);
         if (n == 0) return;
-        uint r = BitOperations.RotateLeft(_gpr[d.Reg0 & 7], n);
-        _gpr[d.Reg0 & 7] = r;
+        uint r = BitOperations.RotateLeft(_gpr[r0], n);
+        _gpr[r0] = r;
         bool cf = (r & 1) != 0;
         FlagsRotate(cf, ((r >> 31) != 0) ^ cf);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastRorRI(ref DecodedInsn d)
+    private void FastRorRI(ref DecodedInsn d) => OpRorRI(d.Reg0 & 7, d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpRorRI(int r0, uint imm)
     {
-        int n = (int)(d.Imm & 0x1F);
+        int n = (int)(imm & 0x1F);
         if (n == 0) return;
-        uint r = BitOperations.RotateRight(_gpr[d.Reg0 & 7], n);
-        _gpr[d.Reg0 & 7] = r;
+        uint r = BitOperations.RotateRight(_gpr[r0], n);
+        _gpr[r0] = r;
         FlagsRotate((r >> 31) != 0, (((r << 1) ^ r) >> 31) != 0);
     }
 
     // ---------------------------------------------------------------- stack and near branches
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastPushR(ref DecodedInsn d) => Push(_gpr[d.Reg0 & 7], 4);
+    private void FastPushR(ref DecodedInsn d) => OpPushR(d.Reg0 & 7);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastPopR(ref DecodedInsn d)
+    internal void OpPushR(int r0) => Push(_gpr[r0], 4);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FastPopR(ref DecodedInsn d) => OpPopR(d.Reg0 & 7);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpPopR(int r0)
     {
         // As the generic POP: ESP moves before the destination is written (POP ESP loads the value).
         uint v = PeekStack(0, 4);
         if (Faulted) return;
         SetStackPointer(StackPointer + 4);
-        _gpr[d.Reg0 & 7] = v;
+        _gpr[r0] = v;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastJcc(ref DecodedInsn d)
+    private void FastJcc(ref DecodedInsn d) => OpJcc(d.Imm, d.Aux);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpJcc(uint imm, int aux)
     {
-        if (Condition(d.Aux))
+        if (Condition(aux))
         {
-            BranchNear(d.Imm, 4);
+            BranchNear(imm, 4);
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void FastJmpNear(ref DecodedInsn d) => BranchNear(d.Imm, 4);
+    private void FastJmpNear(ref DecodedInsn d) => OpJmpNear(d.Imm);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OpJmpNear(uint imm) => BranchNear(imm, 4);
 }

@@ -94,7 +94,7 @@ public sealed class VirtualMachine : IExitHandler, IDisposable
             Nic.InputSignal = () => _wake.Set();
         }
 
-        _cpu = new Cpu.Cpu(_map, this) { Interrupts = Pic };
+        _cpu = new Cpu.Cpu(_map, this) { Interrupts = Pic, CompileInBackground = true };
         if (config.Clock == ClockMode.Realtime)
         {
             // Realtime: the TSC follows the VM's virtual clock, which keeps running while the guest

@@ -26,7 +26,10 @@ public class SpecializedFormTests
     private static readonly AssemblerRegister8[] Bytes = [al, cl, dl, ah, ch, dh];
     private static readonly AssemblerRegister16[] Words = [ax, cx, dx, si, di, bp];
 
-    private static void Emit(Assembler a, int op, int r1, int r2, uint imm, int disp)
+    /// <summary>Ops 0 to <see cref="SharedOps"/> - 1 of this mix, which CompiledBlockTests runs too.</summary>
+    internal const int SharedOps = 49;
+
+    internal static void Emit(Assembler a, int op, int r1, int r2, uint imm, int disp)
     {
         var d = Free[r1];
         var s = Free[r2];

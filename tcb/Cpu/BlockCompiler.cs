@@ -1,0 +1,423 @@
+using System.Reflection;
+using System.Reflection.Emit;
+using System.Runtime.CompilerServices;
+
+namespace SecureVmm.Tcb.Cpu;
+
+/// <summary>
+/// A block compiled to host code. Returns <see cref="Cpu.BlockDone"/> when it ran to its end,
+/// <see cref="Cpu.BlockEnded"/> when it ended early (an event, or the budget's end), or the index
+/// of the instruction at which the run loop goes on interpreting the same block.
+/// </summary>
+internal delegate int CompiledBlock(Cpu cpu, DecodedInsn[] insns);
+
+// Hot blocks compiled to host code. A cached block that has run CompileThreshold times is turned
+// into one DynamicMethod that does, in order, what the run loop would do for each instruction:
+// a specialized form (FastPaths.cs) becomes a call of its parametric body (Op*) with the decoded
+// operands (register numbers, immediate, segment, condition, effective-address recipe) as
+// constants, which the .NET JIT inlines and folds; any other instruction calls its handler. The
+// run loop's bookkeeping (count, EIP, ESP for fault roll-back, the event test) is emitted only
+// where an instruction can fault, exit or read it. The emitted code holds no guest bytes and no
+// logic of its own: it is a fixed sequence of calls into this class, chosen from the already
+// decoded instruction list, so it reads and writes guest state only through the same checked paths
+// as the interpreter. A compiled block runs only when it fits the budget one count per instruction
+// and no single-step or interrupt shadow asks for one instruction; a REP string instruction (one
+// count per iteration) that leaves the rest beyond the budget hands the rest of the block back to
+// the interpreter without a block boundary. So every exit, fault and interrupt happens at the same
+// instruction count as in the interpreter: the same machine, only faster (tests/Cpu/
+// CompiledBlockTests.cs compares the two; the Debian boot reaches its prompt at the same count).
+public sealed partial class Cpu
+{
+    private int _compileThreshold = 16384;
+
+    /// <summary>
+    /// How many times a cached block runs interpreted before it is compiled to host code; 0 turns
+    /// compilation off (every block is interpreted: the reference compiled blocks are tested
+    /// against). Set it before running.
+    /// </summary>
+    public int CompileThreshold
+    {
+        get => _compileThreshold;
+        set => _compileThreshold = Math.Max(0, value);
+    }
+
+    /// <summary>
+    /// Whether hot blocks are compiled on a shared background thread (the run loop goes on
+    /// interpreting them until their compiled form is ready) instead of on the VM's own thread
+    /// before they next run. Either way a block behaves the same; the machine turns this on so that
+    /// compiling, about a few milliseconds per block, does not stall the guest.
+    /// </summary>
+    public bool CompileInBackground { get; set; }
+
+    private long _compiledBlocks;
+
+    /// <summary>Blocks compiled so far (for benchmarks and tests).</summary>
+    public long CompiledBlocks => Interlocked.Read(ref _compiledBlocks);
+
+    /// <summary>A block became hot: compile it now, or queue it for the background compiler.</summary>
+    private void BlockIsHot(Block block)
+    {
+        if (!CompileInBackground)
+        {
+            block.Compiled = CompileBlock(block);
+            _compiledBlocks++;
+        }
+        else if (BackgroundCompiler.TryQueue(block, this))
+        {
+            block.Queued = true;
+        }
+    }
+
+    /// <summary>
+    /// One low-priority thread shared by every CPU of the process compiles queued blocks. The queue
+    /// is bounded: when it is full a hot block is simply offered again on a later run.
+    /// </summary>
+    private static class BackgroundCompiler
+    {
+        private const int MaxQueued = 256;
+        private static readonly System.Collections.Concurrent.ConcurrentQueue<(Block Block, Cpu Cpu)> s_queue = new();
+        private static readonly SemaphoreSlim s_ready = new(0);
+        private static int s_queued;
+        private static Thread? s_thread;
+        private static readonly object s_start = new();
+
+        public static bool TryQueue(Block block, Cpu cpu)
+        {
+            if (Interlocked.Increment(ref s_queued) > MaxQueued)
+            {
+                Interlocked.Decrement(ref s_queued);
+                return false;
+            }
+            EnsureStarted();
+            s_queue.Enqueue((block, cpu));
+            s_ready.Release();
+            return true;
+        }
+
+        private static void EnsureStarted()
+        {
+            if (Volatile.Read(ref s_thread) is not null)
+            {
+                return;
+            }
+            lock (s_start)
+            {
+                if (s_thread is null)
+                {
+                    var thread = new Thread(Work) { IsBackground = true, Name = "block compiler", Priority = ThreadPriority.BelowNormal };
+                    thread.Start();
+                    Volatile.Write(ref s_thread, thread);
+                }
+            }
+        }
+
+        private static void Work()
+        {
+            while (true)
+            {
+                s_ready.Wait();
+                if (!s_queue.TryDequeue(out var item))
+                {
+                    continue;
+                }
+                Interlocked.Decrement(ref s_queued);
+                CompiledBlock compiled = CompileBlock(item.Block);
+                // Run it once with no CPU: the emitted guard returns at once, and the JIT compiles
+                // the method here rather than on the VM's thread at its first real run.
+                compiled(null!, null!);
+                Volatile.Write(ref item.Block.Compiled, compiled);
+                Interlocked.Increment(ref item.Cpu._compiledBlocks);
+            }
+        }
+    }
+
+    private static readonly MethodInfo s_jitBegin = Method(nameof(JitBegin));
+    private static readonly MethodInfo s_jitEvent = Method(nameof(JitEvent));
+    private static readonly MethodInfo s_jitBeginForm = Method(nameof(JitBeginForm));
+    private static readonly MethodInfo s_jitFormEvent = Method(nameof(JitFormEvent));
+    private static readonly MethodInfo s_jitEnd = Method(nameof(JitEnd));
+    private static readonly MethodInfo s_jitGeneric = Method(nameof(JitGeneric));
+    private static readonly MethodInfo s_jitAfterString = Method(nameof(JitAfterString));
+    private static readonly FieldInfo s_eventField = typeof(Cpu).GetField(nameof(_event), BindingFlags.Instance | BindingFlags.NonPublic)!;
+    private static readonly FieldInfo s_icountField = typeof(Cpu).GetField(nameof(_icount), BindingFlags.Instance | BindingFlags.NonPublic)!;
+    private static readonly MethodInfo?[] s_fastMethods = FastMethods();
+    private static readonly MethodInfo?[] s_opMethods = OpMethods();
+    private static readonly MethodInfo s_gpr = Method(nameof(GprValue));
+
+    /// <summary>The parametric body (Op*) of each specialized form, when it has one: called with its operands as constants.</summary>
+    private static MethodInfo?[] OpMethods()
+    {
+        var methods = new MethodInfo?[FastOp.Count];
+        foreach (var f in typeof(FastOp).GetFields(BindingFlags.Public | BindingFlags.Static))
+        {
+            if (f.Name is nameof(FastOp.None) or nameof(FastOp.Count))
+            {
+                continue;
+            }
+            methods[(byte)f.GetValue(null)!] = typeof(Cpu).GetMethod("Op" + f.Name, BindingFlags.Instance | BindingFlags.NonPublic);
+        }
+        return methods;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal uint GprValue(int r) => _gpr[r];
+
+    /// <summary>
+    /// Calls a form's parametric body with the instruction's operands as constants (register
+    /// numbers, immediate, segment, condition), and its effective address computed from them, so
+    /// the JIT folds them into the code instead of reading the decoded instruction at run time.
+    /// </summary>
+    private static void EmitOpCall(ILGenerator il, MethodInfo op, ref DecodedInsn d)
+    {
+        il.Emit(OpCodes.Ldarg_0);
+        foreach (var p in op.GetParameters())
+        {
+            switch (p.Name)
+            {
+                case "r0": il.Emit(OpCodes.Ldc_I4, d.Reg0 & 7); break;
+                case "r1": il.Emit(OpCodes.Ldc_I4, d.Reg1 & 7); break;
+                case "seg": il.Emit(OpCodes.Ldc_I4, (int)d.Seg); break;
+                case "imm": il.Emit(OpCodes.Ldc_I4, unchecked((int)d.Imm)); break;
+                case "aux": il.Emit(OpCodes.Ldc_I4, (int)d.Aux); break;
+                case "ea": EmitEffectiveAddress(il, ref d); break;
+                default: throw new InvalidOperationException($"Cpu.{op.Name}: no constant for parameter {p.Name}");
+            }
+        }
+        il.Emit(OpCodes.Call, op);
+    }
+
+    /// <summary>The effective address as <see cref="EffectiveAddress"/> computes it, from constants and the registers it names.</summary>
+    private static void EmitEffectiveAddress(ILGenerator il, ref DecodedInsn d)
+    {
+        il.Emit(OpCodes.Ldc_I4, unchecked((int)d.Disp));
+        if (d.Base != NoReg)
+        {
+            il.Emit(OpCodes.Ldarg_0);
+            il.Emit(OpCodes.Ldc_I4, d.Base & 7);
+            il.Emit(OpCodes.Call, s_gpr);
+            il.Emit(OpCodes.Add);
+        }
+        if (d.Index != NoReg)
+        {
+            il.Emit(OpCodes.Ldarg_0);
+            il.Emit(OpCodes.Ldc_I4, d.Index & 7);
+            il.Emit(OpCodes.Call, s_gpr);
+            il.Emit(OpCodes.Ldc_I4, (int)d.Scale);
+            il.Emit(OpCodes.Shl);
+            il.Emit(OpCodes.Add);
+        }
+        if (d.Addr16)
+        {
+            il.Emit(OpCodes.Ldc_I4, 0xFFFF);
+            il.Emit(OpCodes.And);
+        }
+    }
+
+    private static MethodInfo Method(string name) =>
+        typeof(Cpu).GetMethod(name, BindingFlags.Instance | BindingFlags.NonPublic)
+        ?? throw new InvalidOperationException($"Cpu.{name} not found");
+
+    private static MethodInfo?[] FastMethods()
+    {
+        var methods = new MethodInfo?[FastOp.Count];
+        foreach (var f in typeof(FastOp).GetFields(BindingFlags.Public | BindingFlags.Static))
+        {
+            if (f.Name is nameof(FastOp.None) or nameof(FastOp.Count))
+            {
+                continue;
+            }
+            byte op = (byte)f.GetValue(null)!;
+            methods[op] = Method("Fast" + f.Name);
+        }
+        return methods;
+    }
+
+    /// <summary>Forms that touch only registers and flags: they cannot fault, exit or read EIP, ESP or the count.</summary>
+    private static bool RegisterOnly(ref DecodedInsn d) => d.Fast switch
+    {
+        FastOp.MovRR or FastOp.MovRI or FastOp.AddRR or FastOp.AddRI or FastOp.SubRR or FastOp.SubRI
+            or FastOp.CmpRR or FastOp.CmpRI or FastOp.AndRR or FastOp.AndRI or FastOp.OrRR or FastOp.OrRI
+            or FastOp.XorRR or FastOp.XorRI or FastOp.TestRR or FastOp.TestRI or FastOp.IncR or FastOp.DecR
+            or FastOp.LeaR or FastOp.ShlRI or FastOp.ShrRI or FastOp.SarRI or FastOp.RolRI or FastOp.RorRI
+            or FastOp.ImulRR or FastOp.ImulRRI => true,
+        FastOp.MovzxRM => d.Kind1 == OpKindCode.Reg,
+        _ => false,
+    };
+
+    /// <summary>
+    /// Before an instruction that may fault, exit, branch or read the count: the run loop's
+    /// bookkeeping. The count moves by the instructions retired since the last such point (not
+    /// set from the block's start: a REP string instruction counts each iteration).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void JitBegin(int retired, ref DecodedInsn d)
+    {
+        _icount += retired;
+        _espAtStart = _gpr[4];
+        _currentInsnEip = d.Eip;
+        _eip = d.NextEip;
+    }
+
+    /// <summary>
+    /// Before a specialized form that may fault or exit (a memory operand, PUSH/POP): the count and
+    /// the instruction's EIP for an exit record or fault. These forms leave ESP and EIP alone until
+    /// they complete, so the rest of the bookkeeping waits for the event path (JitFormEvent).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void JitBeginForm(int retired, uint eip)
+    {
+        _icount += retired;
+        _currentInsnEip = eip;
+    }
+
+    /// <summary>The event path of a form begun by JitBeginForm: ESP is still the instruction's own, EIP goes past it.</summary>
+    private void JitFormEvent(ref DecodedInsn d)
+    {
+        _espAtStart = _gpr[4];
+        _eip = d.NextEip;
+        EndInstructionOnEvent(ref d, singleStep: false);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void JitGeneric(ref DecodedInsn d) => d.Handler(this, ref d);
+
+    /// <summary>After the last instruction of a compiled block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void JitEnd(int retired, uint eip)
+    {
+        _icount += retired;
+        _eip = eip;
+    }
+
+    internal const int BlockDone = -1, BlockEnded = -2;
+
+    /// <summary>
+    /// After a string instruction, which counts one per iteration (Strings.cs): the compiled block
+    /// was entered because its instructions fit the budget one count each, which no longer holds.
+    /// Where the run loop would stop at the budget's end right here, stop (BlockEnded); where the
+    /// rest of the block does not fit, retire this instruction and let the run loop interpret the
+    /// rest of the same block (no block boundary, so no interrupt point the interpreter lacks).
+    /// </summary>
+    private int JitAfterString(int index, int remaining)
+    {
+        if (_icount + 1 + remaining <= _budgetEnd)
+        {
+            return BlockDone;
+        }
+        _icount++;
+        return _icount >= _budgetEnd ? BlockEnded : index + 1;
+    }
+
+    /// <summary>An instruction raised an event: what the run loop does (see EndInstructionOnEvent).</summary>
+    private void JitEvent(ref DecodedInsn d) => EndInstructionOnEvent(ref d, singleStep: false);
+
+    /// <summary>
+    /// Compiles a cached block (whose decoded instructions never change once built); the block
+    /// keeps the result until it is dropped. Touches no CPU state, so any thread may call it.
+    /// </summary>
+    private static CompiledBlock CompileBlock(Block block)
+    {
+        int count = block.Count;
+        var method = new DynamicMethod("block_" + block.StartEip.ToString("X8", System.Globalization.CultureInfo.InvariantCulture),
+            typeof(int), [typeof(Cpu), typeof(DecodedInsn[])], typeof(Cpu), skipVisibility: true);
+        var il = method.GetILGenerator();
+        // Guard: called with no instructions (by the background compiler, to have it JIT-compiled), return.
+        var body = il.DefineLabel();
+        il.Emit(OpCodes.Ldarg_1);
+        il.Emit(OpCodes.Brtrue, body);
+        il.Emit(OpCodes.Ldc_I4, BlockDone);
+        il.Emit(OpCodes.Ret);
+        il.MarkLabel(body);
+        bool eipCurrent = false;
+        int synced = 0; // instructions before `synced` are counted in _icount; from it on they are owed
+        for (int i = 0; i < count; i++)
+        {
+            ref DecodedInsn d = ref block.Insns[i];
+            bool registerOnly = RegisterOnly(ref d);
+            MethodInfo? op = d.Fast != FastOp.None ? s_opMethods[d.Fast] : null;
+            // Specialized forms other than the branches keep ESP and EIP until they complete.
+            bool form = op is not null && d.Fast is not (FastOp.Jcc or FastOp.JmpNear);
+            if (!registerOnly && form)
+            {
+                il.Emit(OpCodes.Ldarg_0);
+                il.Emit(OpCodes.Ldc_I4, i - synced);
+                il.Emit(OpCodes.Ldc_I4, unchecked((int)d.Eip));
+                il.Emit(OpCodes.Call, s_jitBeginForm);
+                synced = i;
+            }
+            else if (!registerOnly)
+            {
+                il.Emit(OpCodes.Ldarg_0);
+                il.Emit(OpCodes.Ldc_I4, i - synced);
+                EmitInsnRef(il, i);
+                il.Emit(OpCodes.Call, s_jitBegin);
+                synced = i;
+            }
+            if (op is not null)
+            {
+                EmitOpCall(il, op, ref d);
+            }
+            else
+            {
+                il.Emit(OpCodes.Ldarg_0);
+                EmitInsnRef(il, i);
+                il.Emit(OpCodes.Call, d.Fast != FastOp.None ? s_fastMethods[d.Fast]! : s_jitGeneric);
+            }
+            if (!registerOnly)
+            {
+                var next = il.DefineLabel();
+                il.Emit(OpCodes.Ldarg_0);
+                il.Emit(OpCodes.Ldfld, s_eventField);
+                il.Emit(OpCodes.Brfalse, next);
+                il.Emit(OpCodes.Ldarg_0);
+                EmitInsnRef(il, i);
+                il.Emit(OpCodes.Call, form ? s_jitFormEvent : s_jitEvent);
+                il.Emit(OpCodes.Ldc_I4, BlockEnded);
+                il.Emit(OpCodes.Ret);
+                il.MarkLabel(next);
+                if (d.I.IsStringInstruction)
+                {
+                    var goOn = il.DefineLabel();
+                    il.Emit(OpCodes.Ldarg_0);
+                    il.Emit(OpCodes.Ldc_I4, i);
+                    il.Emit(OpCodes.Ldc_I4, count - i - 1);
+                    il.Emit(OpCodes.Call, s_jitAfterString);
+                    il.Emit(OpCodes.Dup);
+                    il.Emit(OpCodes.Ldc_I4, BlockDone);
+                    il.Emit(OpCodes.Beq, goOn);
+                    il.Emit(OpCodes.Ret);
+                    il.MarkLabel(goOn);
+                    il.Emit(OpCodes.Pop);
+                }
+            }
+            eipCurrent = !registerOnly && !form;
+        }
+        il.Emit(OpCodes.Ldarg_0);
+        if (eipCurrent)
+        {
+            // The last instruction set EIP itself (a branch, or its next EIP from JitBegin).
+            il.Emit(OpCodes.Dup);
+            il.Emit(OpCodes.Ldfld, s_icountField);
+            il.Emit(OpCodes.Ldc_I4, count - synced);
+            il.Emit(OpCodes.Conv_I8);
+            il.Emit(OpCodes.Add);
+            il.Emit(OpCodes.Stfld, s_icountField);
+        }
+        else
+        {
+            il.Emit(OpCodes.Ldc_I4, count - synced);
+            il.Emit(OpCodes.Ldc_I4, unchecked((int)block.Insns[count - 1].NextEip));
+            il.Emit(OpCodes.Call, s_jitEnd);
+        }
+        il.Emit(OpCodes.Ldc_I4, BlockDone);
+        il.Emit(OpCodes.Ret);
+        return (CompiledBlock)method.CreateDelegate(typeof(CompiledBlock));
+    }
+
+    private static void EmitInsnRef(ILGenerator il, int i)
+    {
+        il.Emit(OpCodes.Ldarg_1);
+        il.Emit(OpCodes.Ldc_I4, i);
+        il.Emit(OpCodes.Ldelema, typeof(DecodedInsn));
+    }
+}
