@@ -33,8 +33,11 @@ internal static class FastOp
 // ControlTransfer.cs compute (the differential tests run through both), without the
 // per-execution operand-kind and width dispatch. The run loop executes them inline through a
 // switch on DecodedInsn.Fast (a jump table: no delegate call, no call stub), and each also has a
-// handler delegate built from the same method, so both paths run one body. Register numbers
-// here are below 8 (checked in Specialize); the "& 7" only lets the JIT drop the bounds check.
+// handler delegate built from the same method. The body of a form is its parametric Op* method
+// (operands as arguments): the Fast* method calls it with the decoded instruction's fields and a
+// compiled block (BlockCompiler.cs) calls it with them as constants, so every path runs one body.
+// Register numbers here are below 8 (checked in Specialize); the "& 7" only lets the JIT drop the
+// bounds check.
 public sealed partial class Cpu
 {
     private static readonly byte[] s_fastRegReg = new byte[CodeCount];
