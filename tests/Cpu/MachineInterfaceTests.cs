@@ -435,7 +435,9 @@ public class AllocationTests
             a.pop(ebx);
             a.ret();
         });
-        h.Run(200_000);                          // warm up: decode blocks, JIT
+        // Warm up: decode the blocks, JIT the run loop, and run the loop's blocks past the compile
+        // threshold (an iteration is under 100 instructions) so that their compiled forms exist too.
+        h.Run(Math.Max(200_000, 100L * (h.Cpu.CompileThreshold + 1)));
         long before = GC.GetAllocatedBytesForCurrentThread();
         h.Run(1_000_000);
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
