@@ -59,8 +59,12 @@ public sealed partial class Cpu
     {
         if (!CompileInBackground)
         {
-            block.Compiled = CompileBlock(block);
-            _compiledBlocks++;
+            block.Queued = true; // tried once, whatever the outcome
+            if (TryCompile(block) is { } compiled)
+            {
+                block.Compiled = compiled;
+                _compiledBlocks++;
+            }
         }
         else if (BackgroundCompiler.TryQueue(block, this))
         {
@@ -121,12 +125,11 @@ public sealed partial class Cpu
                     continue;
                 }
                 Interlocked.Decrement(ref s_queued);
-                CompiledBlock compiled = CompileBlock(item.Block);
-                // Run it once with no CPU: the emitted guard returns at once, and the JIT compiles
-                // the method here rather than on the VM's thread at its first real run.
-                compiled(null!, null!);
-                Volatile.Write(ref item.Block.Compiled, compiled);
-                Interlocked.Increment(ref item.Cpu._compiledBlocks);
+                if (TryCompile(item.Block) is { } compiled)
+                {
+                    Volatile.Write(ref item.Block.Compiled, compiled);
+                    Interlocked.Increment(ref item.Cpu._compiledBlocks);
+                }
             }
         }
     }
@@ -310,6 +313,28 @@ public sealed partial class Cpu
 
     /// <summary>An instruction raised an event: what the run loop does (see EndInstructionOnEvent).</summary>
     private void JitEvent(ref DecodedInsn d) => EndInstructionOnEvent(ref d, singleStep: false);
+
+    /// <summary>
+    /// Compiles a block and has the JIT compile the result (a call with no CPU: the emitted guard
+    /// returns at once), so that nothing is left to do at its first real run. A failure leaves the
+    /// block interpreted, which is always correct: compiling is only ever a speed-up, so no
+    /// block shape a guest can produce may stop the VM or the process.
+    /// </summary>
+    private static CompiledBlock? TryCompile(Block block)
+    {
+        try
+        {
+            CompiledBlock compiled = CompileBlock(block);
+            compiled(null!, null!);
+            return compiled;
+        }
+#pragma warning disable CA1031 // any failure means: keep interpreting this block
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+            return null;
+        }
+    }
 
     /// <summary>
     /// Compiles a cached block (whose decoded instructions never change once built); the block
