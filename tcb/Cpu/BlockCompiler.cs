@@ -143,21 +143,24 @@ public sealed partial class Cpu
     private static readonly MethodInfo s_jitAfterString = Method(nameof(JitAfterString));
     private static readonly FieldInfo s_eventField = typeof(Cpu).GetField(nameof(_event), BindingFlags.Instance | BindingFlags.NonPublic)!;
     private static readonly FieldInfo s_icountField = typeof(Cpu).GetField(nameof(_icount), BindingFlags.Instance | BindingFlags.NonPublic)!;
-    private static readonly MethodInfo?[] s_fastMethods = FastMethods();
-    private static readonly MethodInfo?[] s_opMethods = OpMethods();
+    private static readonly MethodInfo?[] s_fastMethods = FormMethods("Fast");
+    private static readonly MethodInfo?[] s_opMethods = FormMethods("Op");
     private static readonly MethodInfo s_gpr = Method(nameof(GprValue));
 
-    /// <summary>The parametric body (Op*) of each specialized form, when it has one: called with its operands as constants.</summary>
-    private static MethodInfo?[] OpMethods()
+    /// <summary>
+    /// The method named <paramref name="prefix"/> + the form's name for each specialized form
+    /// (Fast*: the run loop's, taking the decoded instruction; Op*: its parametric body, which a
+    /// form without one lacks), indexed by <see cref="FastOp"/> number.
+    /// </summary>
+    private static MethodInfo?[] FormMethods(string prefix)
     {
         var methods = new MethodInfo?[FastOp.Count];
         foreach (var f in typeof(FastOp).GetFields(BindingFlags.Public | BindingFlags.Static))
         {
-            if (f.Name is nameof(FastOp.None) or nameof(FastOp.Count))
+            if (f.Name is not (nameof(FastOp.None) or nameof(FastOp.Count)))
             {
-                continue;
+                methods[(byte)f.GetValue(null)!] = typeof(Cpu).GetMethod(prefix + f.Name, BindingFlags.Instance | BindingFlags.NonPublic);
             }
-            methods[(byte)f.GetValue(null)!] = typeof(Cpu).GetMethod("Op" + f.Name, BindingFlags.Instance | BindingFlags.NonPublic);
         }
         return methods;
     }
@@ -219,21 +222,6 @@ public sealed partial class Cpu
     private static MethodInfo Method(string name) =>
         typeof(Cpu).GetMethod(name, BindingFlags.Instance | BindingFlags.NonPublic)
         ?? throw new InvalidOperationException($"Cpu.{name} not found");
-
-    private static MethodInfo?[] FastMethods()
-    {
-        var methods = new MethodInfo?[FastOp.Count];
-        foreach (var f in typeof(FastOp).GetFields(BindingFlags.Public | BindingFlags.Static))
-        {
-            if (f.Name is nameof(FastOp.None) or nameof(FastOp.Count))
-            {
-                continue;
-            }
-            byte op = (byte)f.GetValue(null)!;
-            methods[op] = Method("Fast" + f.Name);
-        }
-        return methods;
-    }
 
     /// <summary>Forms that touch only registers and flags: they cannot fault, exit or read EIP, ESP or the count.</summary>
     private static bool RegisterOnly(ref DecodedInsn d) => d.Fast switch
