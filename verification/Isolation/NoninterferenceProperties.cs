@@ -30,6 +30,21 @@ public class NoninterferenceProperties
         return (trace.Exits, GuestPrograms.Registers(vmA), SHA256.HashData(vmA.Ram.Span), vmA.Outcome.Reason);
     }
 
+    /// <summary>A's two runs beside different B's: same stop reason, registers, RAM and exit trace.</summary>
+    private static void AssertSameRun(
+        (List<ExitTraceEntry> Trace, uint[] Registers, byte[] RamHash, StopReason Reason) first,
+        (List<ExitTraceEntry> Trace, uint[] Registers, byte[] RamHash, StopReason Reason) second)
+    {
+        Assert.Equal(first.Reason, second.Reason);
+        Assert.Equal(first.Registers, second.Registers);
+        Assert.Equal(first.RamHash, second.RamHash);
+        Assert.Equal(first.Trace.Count, second.Trace.Count);
+        for (int i = 0; i < first.Trace.Count; i++)
+        {
+            Assert.True(first.Trace[i] == second.Trace[i], $"exit {i}: {first.Trace[i]} vs {second.Trace[i]}");
+        }
+    }
+
     [Fact]
     public void VmATraceAndFinalStateDoNotDependOnVmB()
     {
@@ -42,14 +57,7 @@ public class NoninterferenceProperties
             var first = RunBeside(a, GuestPrograms.Build("b1", p1, s1.AsSpan(0, 4096)), s1);
             var second = RunBeside(a, GuestPrograms.Build("b2", p2, s2.AsSpan(0, 4096)), s2);
             Assert.Equal(StopReason.PowerOff, first.Reason);
-            Assert.Equal(first.Reason, second.Reason);
-            Assert.Equal(first.Registers, second.Registers);
-            Assert.Equal(first.RamHash, second.RamHash);
-            Assert.Equal(first.Trace.Count, second.Trace.Count);
-            for (int i = 0; i < first.Trace.Count; i++)
-            {
-                Assert.True(first.Trace[i] == second.Trace[i], $"exit {i}: {first.Trace[i]} vs {second.Trace[i]}");
-            }
+            AssertSameRun(first, second);
         }).Check(GuestPrograms.CaseConfig(60));
     }
 
@@ -67,14 +75,7 @@ public class NoninterferenceProperties
             var first = RunBeside(a, ModePrograms.Build("b1", p1, s1.AsSpan(0, 4096)), s1);
             var second = RunBeside(a, ModePrograms.Build("b2", p2, s2.AsSpan(0, 4096)), s2);
             Assert.True(first.Reason == StopReason.PowerOff, $"{first.Reason}\n{ModePrograms.Describe(pa)}");
-            Assert.Equal(first.Reason, second.Reason);
-            Assert.Equal(first.Registers, second.Registers);
-            Assert.Equal(first.RamHash, second.RamHash);
-            Assert.Equal(first.Trace.Count, second.Trace.Count);
-            for (int i = 0; i < first.Trace.Count; i++)
-            {
-                Assert.True(first.Trace[i] == second.Trace[i], $"exit {i}: {first.Trace[i]} vs {second.Trace[i]}");
-            }
+            AssertSameRun(first, second);
         }).Check(GuestPrograms.CaseConfig(60));
     }
 }

@@ -529,14 +529,7 @@ public class DifferentialTests(ITestOutputHelper output)
             {
                 a.mov(__dword_ptr[pd + i * 4], i == 2 ? pt | 0x7u : (i << 22) | 0x87u);
             }
-            a.mov(edi, pt);
-            a.mov(eax, 0x0080_0007u);
-            a.mov(ecx, 1024);
-            g.Mark("ptfill");
-            a.stosd();
-            a.add(eax, 0x1000);
-            a.dec(ecx);
-            a.jnz(g.AddressOf("ptfill"));
+            g.FillPageTable(a, pt, 0x0080_0007u);
             a.mov(__dword_ptr[pt + 5 * 4], 0u);            // 0x805000 not present
             a.mov(__dword_ptr[pt + 6 * 4], 0x0080_6005u);  // 0x806000 read-only (user)
             a.mov(eax, cr4);

@@ -195,14 +195,7 @@ public class GeneratedDifferentialTests(ITestOutputHelper output)
             .Select(_ => RandomFrame(rng) | (RandomPteBits(rng) & ~0x7u) | (rng.Next(4) == 0 ? 0u : 1u) | (uint)rng.Next(4) << 1).ToArray();
         program.Case("paging on", (a, g) =>
         {
-            a.mov(edi, PageTable);
-            a.mov(eax, 0x0040_0007u);
-            a.mov(ecx, 1024);
-            g.Mark("ptfill");
-            a.stosd();
-            a.add(eax, 0x1000);
-            a.dec(ecx);
-            a.jnz(g.AddressOf("ptfill"));
+            g.FillPageTable(a, PageTable, 0x0040_0007u);
             for (uint i = 0; i < 4; i++)
             {
                 a.mov(__dword_ptr[PageDirectory + i * 4], pdes[i]);

@@ -58,6 +58,22 @@ public sealed class GuestProgram
     public uint AddressOf(string name) => _resolved.TryGetValue(name, out uint a) ? a : 0;
 
     /// <summary>
+    /// Fills the 1024 entries of the page table at <paramref name="table"/> with consecutive
+    /// 4 KiB frames from <paramref name="firstEntry"/> (frame | flags) on.
+    /// </summary>
+    public void FillPageTable(Assembler a, uint table, uint firstEntry)
+    {
+        a.mov(edi, table);
+        a.mov(eax, firstEntry);
+        a.mov(ecx, 1024);
+        Mark("ptfill");
+        a.stosd();
+        a.add(eax, 0x1000);
+        a.dec(ecx);
+        a.jnz(AddressOf("ptfill"));
+    }
+
+    /// <summary>
     /// Arms the fault handlers to resume at label <paramref name="resumeLabel"/> with the current ESP.
     /// Emit right before an instruction expected to fault.
     /// </summary>
