@@ -12,18 +12,19 @@ namespace SecureVmm.Tcb.Cpu;
 internal delegate int CompiledBlock(Cpu cpu, DecodedInsn[] insns);
 
 // Hot blocks compiled to host code. A cached block that has run CompileThreshold times is turned
-// into one DynamicMethod that does, in order, what the run loop would do for each instruction:
-// a specialized form (FastPaths.cs) becomes a call of its parametric body (Op*) with the decoded
+// into one DynamicMethod that does, in order, what the run loop would do for each instruction.
+// The everyday integer instructions are translated to IL on locals (Translator.cs); any other
+// specialized form (FastPaths.cs) becomes a call of its parametric body (Op*) with the decoded
 // operands (register numbers, immediate, segment, condition, effective-address recipe) as
-// constants, which the .NET JIT inlines and folds; any other instruction calls its handler. The
-// run loop's bookkeeping (count, EIP, ESP for fault roll-back, the event test) is emitted only
-// where an instruction can fault, exit or read it. The emitted code holds no guest bytes and no
-// logic of its own: it is a fixed sequence of calls into this class, chosen from the already
-// decoded instruction list, so it reads and writes guest state only through the same checked paths
-// as the interpreter. A compiled block runs only when it fits the budget one count per instruction
-// and no single-step or interrupt shadow asks for one instruction; a REP string instruction (one
-// count per iteration) that leaves the rest beyond the budget hands the rest of the block back to
-// the interpreter without a block boundary. So every exit, fault and interrupt happens at the same
+// constants, which the .NET JIT inlines and folds, and any other instruction calls its handler.
+// The run loop's bookkeeping (count, EIP, ESP for fault roll-back, the event test) is emitted only
+// where such an instruction can fault, exit or read it. The emitted code holds no guest bytes:
+// it is chosen from the already decoded instruction list and reaches guest memory only through
+// the same checked paths as the interpreter. A compiled block runs only when it fits the budget
+// one count per instruction and no single-step or interrupt shadow asks for one instruction; a
+// REP string instruction (one count per iteration) that leaves the rest beyond the budget hands
+// the rest of the block back to the interpreter without a block boundary, as does a translated
+// instruction that leaves by a side exit. So every exit, fault and interrupt happens at the same
 // instruction count as in the interpreter: the same machine, only faster (tests/Cpu/
 // CompiledBlockTests.cs compares the two; the Debian boot reaches its prompt at the same count).
 public sealed partial class Cpu
@@ -341,11 +342,32 @@ public sealed partial class Cpu
         il.Emit(OpCodes.Ldc_I4, BlockDone);
         il.Emit(OpCodes.Ret);
         il.MarkLabel(body);
+        var t = new Translation(il);
+        t.LoadRegisters();
+        ref DecodedInsn last = ref block.Insns[count - 1];
+        bool selfLoop = last.Fast is FastOp.Jcc or FastOp.JmpNear && last.Imm == block.StartEip && TranslatedWhole(block);
+        if (selfLoop)
+        {
+            t.Dirty = 0xFF; // the loop's second turn starts with registers changed by the first
+        }
+        var head = il.DefineLabel();
+        il.MarkLabel(head);
         bool eipCurrent = false;
-        int synced = 0; // instructions before `synced` are counted in _icount; from it on they are owed
         for (int i = 0; i < count; i++)
         {
             ref DecodedInsn d = ref block.Insns[i];
+            if (selfLoop && i == count - 1)
+            {
+                t.LoopEnd(block, ref d, d.Fast == FastOp.Jcc ? d.Aux : -1, head);
+                break;
+            }
+            if (t.TryEmit(ref d, i))
+            {
+                eipCurrent = false;
+                continue;
+            }
+            // Any other instruction runs as before, on the CPU's registers and flags.
+            t.Sync();
             bool registerOnly = RegisterOnly(ref d);
             MethodInfo? op = d.Fast != FastOp.None ? s_opMethods[d.Fast] : null;
             // Specialized forms other than the branches keep ESP and EIP until they complete.
@@ -353,18 +375,18 @@ public sealed partial class Cpu
             if (!registerOnly && form)
             {
                 il.Emit(OpCodes.Ldarg_0);
-                il.Emit(OpCodes.Ldc_I4, i - synced);
+                il.Emit(OpCodes.Ldc_I4, i - t.Synced);
                 il.Emit(OpCodes.Ldc_I4, unchecked((int)d.Eip));
                 il.Emit(OpCodes.Call, s_jitBeginForm);
-                synced = i;
+                t.Synced = i;
             }
             else if (!registerOnly)
             {
                 il.Emit(OpCodes.Ldarg_0);
-                il.Emit(OpCodes.Ldc_I4, i - synced);
+                il.Emit(OpCodes.Ldc_I4, i - t.Synced);
                 EmitInsnRef(il, i);
                 il.Emit(OpCodes.Call, s_jitBegin);
-                synced = i;
+                t.Synced = i;
             }
             if (op is not null)
             {
@@ -403,28 +425,49 @@ public sealed partial class Cpu
                     il.Emit(OpCodes.Pop);
                 }
             }
+            t.LoadRegisters();
             eipCurrent = !registerOnly && !form;
         }
+        if (selfLoop)
+        {
+            t.EmitSideExits();
+            return (CompiledBlock)method.CreateDelegate(typeof(CompiledBlock));
+        }
+        t.Sync();
         il.Emit(OpCodes.Ldarg_0);
         if (eipCurrent)
         {
             // The last instruction set EIP itself (a branch, or its next EIP from JitBegin).
             il.Emit(OpCodes.Dup);
             il.Emit(OpCodes.Ldfld, s_icountField);
-            il.Emit(OpCodes.Ldc_I4, count - synced);
+            il.Emit(OpCodes.Ldc_I4, count - t.Synced);
             il.Emit(OpCodes.Conv_I8);
             il.Emit(OpCodes.Add);
             il.Emit(OpCodes.Stfld, s_icountField);
         }
         else
         {
-            il.Emit(OpCodes.Ldc_I4, count - synced);
+            il.Emit(OpCodes.Ldc_I4, count - t.Synced);
             il.Emit(OpCodes.Ldc_I4, unchecked((int)block.Insns[count - 1].NextEip));
             il.Emit(OpCodes.Call, s_jitEnd);
         }
         il.Emit(OpCodes.Ldc_I4, BlockDone);
         il.Emit(OpCodes.Ret);
+        t.EmitSideExits();
         return (CompiledBlock)method.CreateDelegate(typeof(CompiledBlock));
+    }
+
+    /// <summary>Whether every instruction but the last (the branch) is translated.</summary>
+    private static bool TranslatedWhole(Block block)
+    {
+        for (int i = 0; i < block.Count - 1; i++)
+        {
+            if (Classify(ref block.Insns[i]) == Native.None)
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     private static void EmitInsnRef(ILGenerator il, int i)

@@ -479,9 +479,8 @@ public sealed partial class Cpu
     internal void OpImulRR(int r0, int r1)
     {
         long p = (long)(int)_gpr[r0] * (int)_gpr[r1];
-        bool ov = p != (int)p;
         _gpr[r0] = (uint)p;
-        FlagsExplicit((uint)p, 4, ov, ov, false);
+        SetLazyFlags((uint)p, ImulCarries(p), 31);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -491,12 +490,38 @@ public sealed partial class Cpu
     internal void OpImulRRI(int r0, int r1, uint imm)
     {
         long p = (long)(int)_gpr[r1] * (int)imm;
-        bool ov = p != (int)p;
         _gpr[r0] = (uint)p;
-        FlagsExplicit((uint)p, 4, ov, ov, false);
+        SetLazyFlags((uint)p, ImulCarries(p), 31);
     }
 
     // ---------------------------------------------------------------- shifts and rotates by an immediate (Shifts.cs)
+
+    // The flags of IMUL and of a 32-bit shift by n = 1..31 as carry vectors (pure functions of the
+    // operands, shared with translated code): CF is the last bit shifted out; OF is defined for
+    // n = 1 and computed the same way for every n, as the generic Shift does.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint ImulCarries(long p) => ExplicitCarries(31, p != (int)p, p != (int)p, false);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint ShlCarries(uint v, int n)
+    {
+        bool cf = ((v << (n - 1)) >> 31) != 0;
+        return ExplicitCarries(31, cf, cf ^ (((v << n) >> 31) != 0), false);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint ShrCarries(uint v, int n)
+    {
+        uint t = v >> (n - 1);
+        return ExplicitCarries(31, (t & 1) != 0, ((t ^ (t >> 1)) >> 31) != 0, false);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint SarCarries(uint v, int n)
+    {
+        int t = (int)v >> (n - 1);
+        return ExplicitCarries(31, (t & 1) != 0, (((uint)t ^ (uint)(t >> 1)) >> 31) != 0, false);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FastShlRI(ref DecodedInsn d) => OpShlRI(d.Reg0 & 7, d.Imm);
@@ -506,12 +531,9 @@ public sealed partial class Cpu
     {
         int n = (int)(imm & 0x1F);
         if (n == 0) return;
-        uint v = _gpr[r0];
-        uint t = v << (n - 1);
-        bool cf = (t >> 31) != 0;
-        uint r = t << 1;
+        uint v = _gpr[r0], r = v << n;
         _gpr[r0] = r;
-        FlagsExplicit(r, 4, cf, cf ^ ((r >> 31) != 0), false);
+        SetLazyFlags(r, ShlCarries(v, n), 31);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -522,10 +544,9 @@ public sealed partial class Cpu
     {
         int n = (int)(imm & 0x1F);
         if (n == 0) return;
-        uint t = _gpr[r0] >> (n - 1);
-        uint r = t >> 1;
+        uint v = _gpr[r0], r = v >> n;
         _gpr[r0] = r;
-        FlagsExplicit(r, 4, (t & 1) != 0, ((t ^ r) >> 31) != 0, false);
+        SetLazyFlags(r, ShrCarries(v, n), 31);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -536,10 +557,9 @@ public sealed partial class Cpu
     {
         int n = (int)(imm & 0x1F);
         if (n == 0) return;
-        int t = (int)_gpr[r0] >> (n - 1);
-        uint r = (uint)(t >> 1);
+        uint v = _gpr[r0], r = (uint)((int)v >> n);
         _gpr[r0] = r;
-        FlagsExplicit(r, 4, (t & 1) != 0, (((uint)t ^ r) >> 31) != 0, false);
+        SetLazyFlags(r, SarCarries(v, n), 31);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -22,10 +22,9 @@ public sealed partial class Cpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FlagsAdd(uint a, uint b, uint r, int size)
     {
-        uint mask = SizeMask(size);
-        r &= mask;
+        r &= SizeMask(size);
         _lfResult = r;
-        _lfCarries = (a & b) | ((a | b) & ~r);
+        _lfCarries = AddCarries(a, b, r);
         _lfTop = size * 8 - 1;
         _lfLazy = true;
     }
@@ -33,10 +32,9 @@ public sealed partial class Cpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FlagsSub(uint a, uint b, uint r, int size)
     {
-        uint mask = SizeMask(size);
-        r &= mask;
+        r &= SizeMask(size);
         _lfResult = r;
-        _lfCarries = (~a & b) | (~(a ^ b) & r);
+        _lfCarries = SubCarries(a, b, r);
         _lfTop = size * 8 - 1;
         _lfLazy = true;
     }
@@ -50,35 +48,35 @@ public sealed partial class Cpu
         _lfLazy = true;
     }
 
+    /// <summary>Sets the lazy flags to a result and carry vector (top: the sign bit's index).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void SetLazyFlags(uint result, uint carries, int top)
+    {
+        _lfResult = result;
+        _lfCarries = carries;
+        _lfTop = top;
+        _lfLazy = true;
+    }
+
     /// <summary>Sets ZF/SF/PF from <paramref name="r"/> and CF/OF/AF as given.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FlagsExplicit(uint r, int size, bool cf, bool of, bool af)
     {
         int top = size * 8 - 1;
-        uint c = cf ? 1u : 0u;
-        uint o = of ? 1u : 0u;
         _lfResult = r & SizeMask(size);
-        _lfCarries = (c << top) | ((c ^ o) << (top - 1)) | (af ? 8u : 0u);
+        _lfCarries = ExplicitCarries(top, cf, of, af);
         _lfTop = top;
         _lfLazy = true;
     }
 
-    /// <summary>
-    /// INC/DEC: like ADD/SUB of 1 but CF is preserved (SDM vol. 2, INC/DEC "Flags Affected"). The
-    /// carry vector of the add/sub is kept except its top two bits, which are rewritten so that
-    /// bit top reads as the old CF and bit top XOR bit top-1 still reads as the new OF.
-    /// </summary>
+    /// <summary>INC/DEC: like ADD/SUB of 1 but CF is preserved (see <see cref="IncDecCarries"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FlagsIncDec(uint a, uint r, int size, bool dec)
     {
-        uint cf = GetCF() ? 1u : 0u;
-        uint mask = SizeMask(size);
-        r &= mask;
-        uint carries = dec ? (~a & 1) | (~(a ^ 1) & r) : (a & 1) | ((a | 1) & ~r);
+        r &= SizeMask(size);
         int top = size * 8 - 1;
-        uint of = ((carries >> top) ^ (carries >> (top - 1))) & 1;
+        _lfCarries = IncDecCarries(a, r, top, dec, GetCF());
         _lfResult = r;
-        _lfCarries = (carries & ~(3u << (top - 1))) | (cf << top) | ((cf ^ of) << (top - 1));
         _lfTop = top;
         _lfLazy = true;
     }
@@ -91,44 +89,100 @@ public sealed partial class Cpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FlagsRotate(bool cf, bool of)
     {
-        uint c = cf ? 1u : 0u;
-        uint o = of ? 1u : 0u;
         if (_lfLazy)
         {
-            int top = _lfTop;
-            _lfCarries = (_lfCarries & ~(3u << (top - 1))) | (c << top) | ((c ^ o) << (top - 1));
+            _lfCarries = RotateCarries(_lfCarries, _lfTop, cf, of);
             return;
         }
-        _eflags = (_eflags & ~(EflagsBits.CF | EflagsBits.OF)) | c | (o << 11);
+        _eflags = (_eflags & ~(EflagsBits.CF | EflagsBits.OF)) | (cf ? EflagsBits.CF : 0) | (of ? EflagsBits.OF : 0);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool GetCF() => _lfLazy ? ((_lfCarries >> _lfTop) & 1) != 0 : (_eflags & EflagsBits.CF) != 0;
+    internal bool GetCF() => _lfLazy ? LazyCF(_lfCarries, _lfTop) : (_eflags & EflagsBits.CF) != 0;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool GetZF() => _lfLazy ? _lfResult == 0 : (_eflags & EflagsBits.ZF) != 0;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool GetSF() => _lfLazy ? ((_lfResult >> _lfTop) & 1) != 0 : (_eflags & EflagsBits.SF) != 0;
+    internal bool GetSF() => _lfLazy ? LazySF(_lfResult, _lfTop) : (_eflags & EflagsBits.SF) != 0;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool GetOF() => _lfLazy ? (((_lfCarries >> _lfTop) ^ (_lfCarries >> (_lfTop - 1))) & 1) != 0 : (_eflags & EflagsBits.OF) != 0;
+    internal bool GetOF() => _lfLazy ? LazyOF(_lfCarries, _lfTop) : (_eflags & EflagsBits.OF) != 0;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool GetAF() => _lfLazy ? (_lfCarries & 8) != 0 : (_eflags & EflagsBits.AF) != 0;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool GetPF() => _lfLazy ? (BitOperations.PopCount(_lfResult & 0xFF) & 1) == 0 : (_eflags & EflagsBits.PF) != 0;
+    internal bool GetPF() => _lfLazy ? LazyPF(_lfResult) : (_eflags & EflagsBits.PF) != 0;
 
     /// <summary>Evaluates condition code <paramref name="cc"/> (0-15, the tttn encoding of SDM vol. 2, B.1.4.7).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool Condition(int cc)
+    internal bool Condition(int cc) => _lfLazy
+        ? LazyCondition(cc, _lfResult, _lfCarries, _lfTop)
+        : EvalCondition(cc, GetOF(), GetCF(), GetZF(), GetSF(), GetPF());
+
+    // The lazy representation as pure functions of (result, carry vector, top bit), shared by the
+    // methods above and by translated code (Translator.cs), which keeps the three in locals.
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint AddCarries(uint a, uint b, uint r) => (a & b) | ((a | b) & ~r);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint SubCarries(uint a, uint b, uint r) => (~a & b) | (~(a ^ b) & r);
+
+    /// <summary>A carry vector that reads as the given CF, OF and AF.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint ExplicitCarries(int top, bool cf, bool of, bool af)
+    {
+        uint c = cf ? 1u : 0u;
+        uint o = of ? 1u : 0u;
+        return (c << top) | ((c ^ o) << (top - 1)) | (af ? 8u : 0u);
+    }
+
+    /// <summary>
+    /// INC/DEC: like ADD/SUB of 1 but CF is preserved (SDM vol. 2, INC/DEC "Flags Affected"). The
+    /// carry vector of the add/sub is kept except its top two bits, which are rewritten so that
+    /// bit top reads as the old CF and bit top XOR bit top-1 still reads as the new OF.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint IncDecCarries(uint a, uint r, int top, bool dec, bool oldCf)
+    {
+        uint carries = dec ? SubCarries(a, 1, r) : AddCarries(a, 1, r);
+        uint of = ((carries >> top) ^ (carries >> (top - 1))) & 1;
+        uint cf = oldCf ? 1u : 0u;
+        return (carries & ~(3u << (top - 1))) | (cf << top) | ((cf ^ of) << (top - 1));
+    }
+
+    /// <summary>A rotate's CF and OF written into a pending carry vector (ZF/SF/PF/AF unchanged).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint RotateCarries(uint carries, int top, bool cf, bool of)
+    {
+        uint c = cf ? 1u : 0u;
+        uint o = of ? 1u : 0u;
+        return (carries & ~(3u << (top - 1))) | (c << top) | ((c ^ o) << (top - 1));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool LazyCF(uint carries, int top) => ((carries >> top) & 1) != 0;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool LazySF(uint result, int top) => ((result >> top) & 1) != 0;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool LazyOF(uint carries, int top) => (((carries >> top) ^ (carries >> (top - 1))) & 1) != 0;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool LazyPF(uint result) => (BitOperations.PopCount(result & 0xFF) & 1) == 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool LazyCondition(int cc, uint result, uint carries, int top) =>
+        EvalCondition(cc, LazyOF(carries, top), LazyCF(carries, top), result == 0, LazySF(result, top), LazyPF(result));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool EvalCondition(int cc, bool of, bool cf, bool zf, bool sf, bool pf)
     {
         bool r = (cc >> 1) switch
         {
-            0 => GetOF(),
-            1 => GetCF(),
-            2 => GetZF(),
-            3 => GetCF() || GetZF(),
-            4 => GetSF(),
-            5 => GetPF(),
-            6 => GetSF() != GetOF(),
-            _ => GetZF() || GetSF() != GetOF(),
+            0 => of,
+            1 => cf,
+            2 => zf,
+            3 => cf || zf,
+            4 => sf,
+            5 => pf,
+            6 => sf != of,
+            _ => zf || sf != of,
         };
         return r ^ ((cc & 1) != 0);
     }

@@ -111,16 +111,17 @@ public sealed partial class Cpu
     /// or, for SS, #SS(0) (SDM vol. 3, 5.3 "Limit checking", 5.4 "Type checking") and returns false.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool SegCheck(int seg, uint offset, int size, bool write, out uint linear)
+    internal bool SegCheck(int seg, uint offset, int size, bool write, out uint linear) =>
+        SegCheckFast(seg, offset, size, write, out linear) || SegCheckSlow(seg, offset, size, write, out linear);
+
+    /// <summary>The common case of <see cref="SegCheck"/>: a usable expand-up segment with the right access; raises nothing.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool SegCheckFast(int seg, uint offset, int size, bool write, out uint linear)
     {
         ref SegmentCache s = ref _seg[seg];
         byte need = write ? (byte)(SegmentRights.Write | SegmentRights.Usable) : (byte)(SegmentRights.Read | SegmentRights.Usable);
-        if ((s.Rights & (need | SegmentRights.ExpandDown)) == need && (ulong)offset + (uint)(size - 1) <= s.Limit)
-        {
-            linear = s.Base + offset;
-            return true;
-        }
-        return SegCheckSlow(seg, offset, size, write, out linear);
+        linear = s.Base + offset;
+        return (s.Rights & (need | SegmentRights.ExpandDown)) == need && (ulong)offset + (uint)(size - 1) <= s.Limit;
     }
 
     private bool SegCheckSlow(int seg, uint offset, int size, bool write, out uint linear)
@@ -171,37 +172,56 @@ public sealed partial class Cpu
     // ---------------------------------------------------------------- linear access
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal uint ReadLin(uint lin, int size)
-    {
-        uint lpn = lin >> 12;
-        int idx = (int)(lpn & TlbMask);
-        uint off = lin & 0xFFF;
-        ref TlbEntry e = ref _tlb[idx];
-        if (e.Tag == lpn && (e.Perm & _permRead) != 0 && off <= 4096u - (uint)size)
-        {
-            // The page lies wholly inside RAM (checked at fill) and off + size <= 4096.
-            ref byte p = ref _ram[(int)(e.Page | off)];
-            return size == 4 ? Unsafe.ReadUnaligned<uint>(ref p) : size == 2 ? Unsafe.ReadUnaligned<ushort>(ref p) : p;
-        }
-        return ReadLinSlow(lin, size, _cpl == 3);
-    }
+    internal uint ReadLin(uint lin, int size) => TryReadRam(lin, size, out uint v) ? v : ReadLinSlow(lin, size, _cpl == 3);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void WriteLin(uint lin, int size, uint value)
     {
+        if (!TryWriteRam(lin, size, value))
+        {
+            WriteLinSlow(lin, size, value, _cpl == 3);
+        }
+    }
+
+    /// <summary>
+    /// The soft-TLB fast path of a read: a hit with read permission on a page wholly inside RAM
+    /// (checked at fill) and not crossing its end. Has no side effects; false leaves it to the slow path.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryReadRam(uint lin, int size, out uint value)
+    {
         uint lpn = lin >> 12;
-        int idx = (int)(lpn & TlbMask);
         uint off = lin & 0xFFF;
-        ref TlbEntry e = ref _tlb[idx];
+        ref TlbEntry e = ref _tlb[(int)(lpn & TlbMask)];
+        if (e.Tag == lpn && (e.Perm & _permRead) != 0 && off <= 4096u - (uint)size)
+        {
+            ref byte p = ref _ram[(int)(e.Page | off)];
+            value = size == 4 ? Unsafe.ReadUnaligned<uint>(ref p) : size == 2 ? Unsafe.ReadUnaligned<ushort>(ref p) : p;
+            return true;
+        }
+        value = 0;
+        return false;
+    }
+
+    /// <summary>
+    /// The soft-TLB fast path of a write. Pages holding decoded code have no fast-path write
+    /// permission (CodeCache.cs), so a write done here never needs the code cache told.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryWriteRam(uint lin, int size, uint value)
+    {
+        uint lpn = lin >> 12;
+        uint off = lin & 0xFFF;
+        ref TlbEntry e = ref _tlb[(int)(lpn & TlbMask)];
         if (e.Tag == lpn && (e.Perm & _permWrite) != 0 && off <= 4096u - (uint)size)
         {
             ref byte p = ref _ram[(int)(e.Page | off)];
             if (size == 4) Unsafe.WriteUnaligned(ref p, value);
             else if (size == 2) Unsafe.WriteUnaligned(ref p, (ushort)value);
             else p = (byte)value;
-            return;
+            return true;
         }
-        WriteLinSlow(lin, size, value, _cpl == 3);
+        return false;
     }
 
     /// <summary>A supervisor-mode (implicit) access: descriptor tables, TSS, interrupt stacks at CPL 0.</summary>

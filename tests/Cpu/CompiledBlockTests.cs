@@ -50,11 +50,17 @@ public class CompiledBlockTests
     // ------------------------------------------------------------------ the op mixes
 
     /// <summary>Register, memory and flag-reading instructions (fast forms and generic ones).</summary>
-    private const int AluOps = 66;
+    private const int AluOps = 88;
     /// <summary>Port I/O and CPUID: exits in the middle of a block.</summary>
     private static readonly int[] ExitOps = [100, 101, 102, 103, 104, 105];
     /// <summary>Instructions that #PF on <see cref="FaultPage"/>, #GP on the small FS limit, #DE on DIV.</summary>
     private static readonly int[] FaultOps = [200, 201, 202, 203, 204, 205, 206, 207, 208, 209, 210, 211, 212, 213];
+
+    /// <summary>Ops translated whole (Translator.cs): a loop of only these is one block that branches to its own start.</summary>
+    private static readonly int[] TranslatedOps =
+        [.. Enumerable.Range(0, 30), 32, .. Enumerable.Range(34, 7), 43, 44, 45, 46, 48, 49, 50, 51, 52, 53, 54, 55, 63, 64, .. Enumerable.Range(66, AluOps - 66)];
+    /// <summary>Translated instructions that leave by a side exit: #PF on a TLB miss, #GP on the small FS limit.</summary>
+    private static readonly int[] SideExitOps = [200, 201, 202, 206, 207, 208, 212, 213];
 
     private readonly record struct Step(int Op, int R1, int R2, uint Imm, int Disp);
 
@@ -112,6 +118,30 @@ public class CompiledBlockTests
                 a.lea(edi, __[ebx + (s.Disp & 0x7F)]);
                 a.repne.scasb();
                 break;
+            // Operand shapes of the translated instructions (Translator.cs): memory destinations,
+            // 8/16-bit registers and memory (AH..DH included), sign extension, SETcc to memory.
+            case 66: a.add(m, r); break;
+            case 67: a.sub(__byte_ptr[ebx + s.Disp], Bytes[s.R2]); break;
+            case 68: a.adc(Words[s.R1], __word_ptr[ebx + s.Disp]); break;
+            case 69: a.xor(m, unchecked((int)imm)); break;
+            case 70: a.and(Bytes[s.R1], (byte)imm); break;
+            case 71: a.or(Words[s.R1], unchecked((short)imm)); break;
+            case 72: a.test(m, r); break;
+            case 73: a.cmp(__word_ptr[ebx + s.Disp], (int)(imm & 0xFFFF)); break;
+            case 74: a.inc(m); break;
+            case 75: a.dec(__byte_ptr[ebx + s.Disp]); break;
+            case 76: a.neg(__word_ptr[ebx + s.Disp]); break;
+            case 77: a.not(d); break;
+            case 78: a.not(m); break;
+            case 79: a.movsx(d, __byte_ptr[ebx + s.Disp]); break;
+            case 80: a.movsx(d, Words[s.R2]); break;
+            case 81: a.seta(__byte_ptr[ebx + s.Disp]); break;
+            case 82: a.cmovg(d, m); break;
+            case 83: a.mov(__byte_ptr[ebx + s.Disp], (int)(imm & 0xFF)); break;
+            case 84: a.mov(Bytes[s.R1], __byte_ptr[ebx + s.Disp]); break;
+            case 85: a.mov(Words[s.R1], unchecked((ushort)imm)); break;
+            case 86: a.sbb(d, m); break;
+            case 87: a.test(Words[s.R1], Words[s.R2]); a.setne(Bytes[s.R2]); break;
 
             // Exits.
             case 100: a.mov(dx, (ushort)Ports[imm % 4]); a.@out(dx, al); break;
@@ -292,13 +322,13 @@ public class CompiledBlockTests
         a.hlt();
     }
 
-    private static void EmitBody(Assembler a, Step[] body)
+    private static void EmitBody(Assembler a, Step[] body, bool logFlags = true)
     {
         int step = 0;
         foreach (var s in body)
         {
             Emit(a, s);
-            if ((s.Disp & 1) == 0)
+            if (logFlags && (s.Disp & 1) == 0)
             {
                 // About one step in two logs all of EFLAGS (PUSHFD settles the lazy flags; the other
                 // steps leave lazy chains intact across the block ends).
@@ -595,9 +625,9 @@ public class CompiledBlockTests
     /// budgets (cycled), comparing status, count and EIP after every call and the whole state at
     /// the end; returns how many blocks the compiling CPU compiled.
     /// </summary>
-    private static long RunInSlices(Case c, int threshold, int[] budgets)
+    private static long RunInSlices(Case c, int threshold, int[] budgets, bool logFlags = true)
     {
-        byte[] code = Assemble(a => EmitProgram(a, c, y => EmitBody(y, c.Body)));
+        byte[] code = Assemble(a => EmitProgram(a, c, y => EmitBody(y, c.Body, logFlags)));
         using var interpreted = Build(code, c, 0);
         using var compiled = Build(code, c, threshold);
         RunStatus si = RunStatus.BudgetExhausted, sc = RunStatus.BudgetExhausted;
@@ -613,6 +643,34 @@ public class CompiledBlockTests
         Assert.Equal(RunStatus.Halted, si);
         AssertSame(Observe(interpreted, si), Observe(compiled, sc));
         return compiled.Cpu.CompiledBlocks;
+    }
+
+    /// <summary>
+    /// Loops of translated instructions only (no flag logging), so that the loop is one block
+    /// ending with a branch to its own start, which runs its turns inside the compiled method with
+    /// the registers in locals: with interrupts arriving between turns, side exits (#PF on the
+    /// page that starts unmapped, #GP on FS's small limit) in the middle of a turn, and Run calls
+    /// whose budgets end mid-loop, everything must match the interpreter after every call.
+    /// </summary>
+    [Fact]
+    public void SelfLoopingTranslatedBlocksMatchTheInterpreter()
+    {
+        var op = Gen.Frequency((92, Gen.Elements(TranslatedOps)), (8, Gen.Elements(SideExitOps)));
+        var cases = from c in Cases(op, 1, 24, ticks: false)
+                    from iterations in Gen.Choose(8, 40)
+                    from ticks in Gen.Elements(0L, 0L, 37L, 150L)
+                    from budgets in Gen.ArrayOf(Gen.Choose(1, 600), 16)
+                    select (c: c with { Iterations = iterations, TickPeriod = ticks }, budgets);
+        var coverage = new Coverage();
+        var property = Prop.ForAll(cases.ToArbitrary(), Threshold.ToArbitrary(), (x, threshold) =>
+        {
+            CheckWhole(Assemble(a => EmitProgram(a, x.c, y => EmitBody(y, x.c.Body, logFlags: false))), x.c, threshold, coverage);
+            RunInSlices(x.c, threshold, x.budgets, logFlags: false);
+        });
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(150), property);
+        AssertMostlyCompiled(coverage);
+        Assert.True(coverage.Ticks > 100, $"only {coverage.Ticks} interrupts delivered");
+        Assert.True(coverage.FaultsByVector[Vector.PF] > 0 && coverage.FaultsByVector[Vector.GP] > 0, "no #PF or no #GP");
     }
 
     // ------------------------------------------------------------------ self-modifying code
