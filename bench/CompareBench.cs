@@ -318,7 +318,8 @@ public static class CompareBench
 
     /// <summary>Boots the Debian kernel in-process and times VM start to the prompt on the serial port.</summary>
     internal static (double Seconds, long Instructions) LinuxInProcess(byte[] kernel, byte[] initrd,
-        Action<VirtualMachine, CancellationToken>? observe = null, Action<VirtualMachine, PromptWatch>? afterPrompt = null)
+        Action<VirtualMachine, CancellationToken>? observe = null, Action<VirtualMachine, PromptWatch>? afterPrompt = null,
+        int? compileThreshold = null)
     {
         var serial = new PromptWatch(LinuxPrompt);
         using var vm = new VirtualMachine(new MachineConfig
@@ -330,6 +331,10 @@ public static class CompareBench
             RtcStart = new DateTimeOffset(2026, 11, 21, 12, 0, 0, TimeSpan.Zero),
         });
         vm.Boot(BzImageLoader.Load(vm.Ram, kernel, "console=ttyS0 quiet", initrd));
+        if (compileThreshold is { } threshold)
+        {
+            vm.Cpu.CompileThreshold = threshold;
+        }
         serial.Counter = () => vm.InstructionCount;
         var clock = Stopwatch.StartNew();
         using var stopObserving = new CancellationTokenSource();

@@ -10,7 +10,8 @@ namespace SecureVmm.Bench;
 /// The Debian boot alone, in-process, for profiling the boot workload without the QEMU side:
 /// kernel + busybox initramfs from the guest cache to the shell prompt on the serial port
 /// (256 MiB, deterministic clock), the same run as the Debian row of <c>compare</c>.
-/// Run: <c>dotnet run -c Release --project bench -- linux [runs] [--profile]</c>. With
+/// Run: <c>dotnet run -c Release --project bench -- linux [runs] [--profile] [--threshold N]</c>
+/// (<c>--threshold</c> sets how many runs make a block hot enough to compile; 0 interprets all). With
 /// <c>--profile</c> a sampling thread reads the guest's EIP and instruction count every
 /// millisecond and prints where the guest spent its wall time and its instructions, by kernel
 /// function. The names come from the guest's own /proc/kallsyms, which the first profiled boot
@@ -21,7 +22,14 @@ public static class LinuxBench
     public static int Run(string[] args)
     {
         bool profile = args.Contains("--profile");
-        string[] rest = args.Where(a => a != "--profile").ToArray();
+        int at = Array.IndexOf(args, "--threshold");
+        int? threshold = at >= 0 && at + 1 < args.Length && int.TryParse(args[at + 1], out int t) && t >= 0 ? t : null;
+        if (at >= 0 && threshold is null)
+        {
+            Console.Error.WriteLine("linux: --threshold needs a count of runs (0 turns block compilation off)");
+            return 2;
+        }
+        string[] rest = args.Where((a, i) => a != "--profile" && (at < 0 || (i != at && i != at + 1))).ToArray();
         int runs = rest.Length > 0 && int.TryParse(rest[0], out int n) && n > 0 ? n : 1;
         string cache = GuestCommand.DefaultDebianCache;
         if (!File.Exists(Path.Combine(cache, "vmlinuz")) || !File.Exists(Path.Combine(cache, "busybox")))
@@ -36,7 +44,7 @@ public static class LinuxBench
             string symbols = Path.Combine(cache, "kallsyms-deterministic");
             var sampler = profile ? new Sampler(File.Exists(symbols) ? SystemMap.Load(symbols) : null) : null;
             var (seconds, instructions) = CompareBench.LinuxInProcess(kernel, initrd, sampler is null ? null : sampler.Attach,
-                profile && !File.Exists(symbols) ? (vm, watch) => SaveKallsyms(vm, watch, symbols) : null);
+                profile && !File.Exists(symbols) ? (vm, watch) => SaveKallsyms(vm, watch, symbols) : null, threshold);
             Console.WriteLine($"  run {r + 1}: Debian boot to the prompt in {seconds:F1} s, {instructions:N0} guest instructions = {instructions / seconds / 1e6:F1} million guest instr/s");
             sampler?.Print(25);
         }
