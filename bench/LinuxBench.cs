@@ -43,9 +43,9 @@ public static class LinuxBench
         {
             string symbols = Path.Combine(cache, "kallsyms-deterministic");
             var sampler = profile ? new Sampler(File.Exists(symbols) ? SystemMap.Load(symbols) : null) : null;
-            var (seconds, instructions) = CompareBench.LinuxInProcess(kernel, initrd, sampler is null ? null : sampler.Attach,
+            var (seconds, instructions, vmCpu) = CompareBench.LinuxInProcess(kernel, initrd, sampler is null ? null : sampler.Attach,
                 profile && !File.Exists(symbols) ? (vm, watch) => SaveKallsyms(vm, watch, symbols) : null, threshold);
-            Console.WriteLine($"  run {r + 1}: Debian boot to the prompt in {seconds:F1} s, {instructions:N0} guest instructions = {instructions / seconds / 1e6:F1} million guest instr/s");
+            Console.WriteLine($"  run {r + 1}: Debian boot to the prompt in {seconds:F1} s ({vmCpu:F1} CPU-s on the VM thread), {instructions:N0} guest instructions = {instructions / seconds / 1e6:F1} million guest instr/s");
             sampler?.Print(25);
         }
         return 0;

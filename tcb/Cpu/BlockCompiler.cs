@@ -1,6 +1,8 @@
 using System.Reflection;
+using Iced.Intel;
 using System.Reflection.Emit;
 using System.Runtime.CompilerServices;
+using Label = System.Reflection.Emit.Label;
 
 namespace SecureVmm.Tcb.Cpu;
 
@@ -61,7 +63,7 @@ public sealed partial class Cpu
         if (!CompileInBackground)
         {
             block.Queued = true; // tried once, whatever the outcome
-            if (TryCompile(block) is { } compiled)
+            if (TryCompile(block, this) is { } compiled)
             {
                 block.Compiled = compiled;
                 _compiledBlocks++;
@@ -126,7 +128,7 @@ public sealed partial class Cpu
                     continue;
                 }
                 Interlocked.Decrement(ref s_queued);
-                if (TryCompile(item.Block) is { } compiled)
+                if (TryCompile(item.Block, item.Cpu) is { } compiled)
                 {
                     Volatile.Write(ref item.Block.Compiled, compiled);
                     Interlocked.Increment(ref item.Cpu._compiledBlocks);
@@ -176,7 +178,7 @@ public sealed partial class Cpu
     /// </summary>
     private static void EmitOpCall(ILGenerator il, MethodInfo op, ref DecodedInsn d)
     {
-        il.Emit(OpCodes.Ldarg_0);
+        il.Emit(OpCodes.Ldarg_1);
         foreach (var p in op.GetParameters())
         {
             switch (p.Name)
@@ -199,14 +201,14 @@ public sealed partial class Cpu
         il.Emit(OpCodes.Ldc_I4, unchecked((int)d.Disp));
         if (d.Base != NoReg)
         {
-            il.Emit(OpCodes.Ldarg_0);
+            il.Emit(OpCodes.Ldarg_1);
             il.Emit(OpCodes.Ldc_I4, d.Base & 7);
             il.Emit(OpCodes.Call, s_gpr);
             il.Emit(OpCodes.Add);
         }
         if (d.Index != NoReg)
         {
-            il.Emit(OpCodes.Ldarg_0);
+            il.Emit(OpCodes.Ldarg_1);
             il.Emit(OpCodes.Ldc_I4, d.Index & 7);
             il.Emit(OpCodes.Call, s_gpr);
             il.Emit(OpCodes.Ldc_I4, (int)d.Scale);
@@ -309,11 +311,11 @@ public sealed partial class Cpu
     /// block interpreted, which is always correct: compiling is only ever a speed-up, so no
     /// block shape a guest can produce may stop the VM or the process.
     /// </summary>
-    private static CompiledBlock? TryCompile(Block block)
+    private static CompiledBlock? TryCompile(Block block, Cpu cpu)
     {
         try
         {
-            CompiledBlock compiled = CompileBlock(block);
+            CompiledBlock compiled = CompileBlock(block, cpu);
             compiled(null!, null!);
             return compiled;
         }
@@ -327,40 +329,151 @@ public sealed partial class Cpu
 
     /// <summary>
     /// Compiles a cached block (whose decoded instructions never change once built); the block
-    /// keeps the result until it is dropped. Touches no CPU state, so any thread may call it.
+    /// keeps the result until it is dropped. Reads only cached blocks of <paramref name="cpu"/>
+    /// (to build a region) and no other CPU state, so any thread may call it.
     /// </summary>
-    private static CompiledBlock CompileBlock(Block block)
+    private static CompiledBlock CompileBlock(Block block, Cpu cpu)
     {
-        int count = block.Count;
+        var region = RegionMember(block) ? Region(block, cpu) : [block];
         var method = new DynamicMethod("block_" + block.StartEip.ToString("X8", System.Globalization.CultureInfo.InvariantCulture),
-            typeof(int), [typeof(Cpu), typeof(DecodedInsn[])], typeof(Cpu), skipVisibility: true);
+            typeof(int), [typeof(Block[]), typeof(Cpu), typeof(DecodedInsn[])], typeof(Cpu), skipVisibility: true);
         var il = method.GetILGenerator();
         // Guard: called with no instructions (by the background compiler, to have it JIT-compiled), return.
         var body = il.DefineLabel();
-        il.Emit(OpCodes.Ldarg_1);
+        il.Emit(OpCodes.Ldarg_2);
         il.Emit(OpCodes.Brtrue, body);
         il.Emit(OpCodes.Ldc_I4, BlockDone);
         il.Emit(OpCodes.Ret);
         il.MarkLabel(body);
         var t = new Translation(il);
         t.LoadRegisters();
-        ref DecodedInsn last = ref block.Insns[count - 1];
-        bool selfLoop = last.Fast is FastOp.Jcc or FastOp.JmpNear && last.Imm == block.StartEip && TranslatedWhole(block);
-        if (selfLoop)
+        if (RegionMember(block))
         {
-            t.Dirty = 0xFF; // the loop's second turn starts with registers changed by the first
+            EmitRegion(il, t, region, cpu._seg[(int)SegReg.Cs].Base);
         }
-        var head = il.DefineLabel();
-        il.MarkLabel(head);
+        else
+        {
+            EmitBlock(il, t, block);
+        }
+        t.EmitSideExits();
+        return (CompiledBlock)method.CreateDelegate(typeof(CompiledBlock), region);
+    }
+
+    // Larger regions compile longer and gave the JIT more than it optimizes well; 8 blocks of
+    // about 25 instructions cover the boot's hot loops (docs/performance.md).
+    private const int MaxRegionBlocks = 8;
+    private const int MaxRegionInsns = 200;
+
+    /// <summary>
+    /// A block translated whole (all its instructions, or all but a closing near branch) can be
+    /// compiled with the blocks it branches to, and theirs, as one region: those cached on the
+    /// same page, decoded at the same generation and code size, and translated whole themselves.
+    /// A branch from one region block to another then stays inside the compiled method.
+    /// </summary>
+    private static bool RegionMember(Block b)
+    {
+        ref DecodedInsn last = ref b.Insns[b.Count - 1];
+        return TranslatedWhole(b) && (EndOf(ref last) != BlockEnd.None || Classify(ref last) != Native.None);
+    }
+
+    /// <summary>How a region block ends: a near branch, a near CALL or RET (32-bit), or none (it goes on at the next instruction).</summary>
+    private enum BlockEnd : byte { None, Jcc, Jmp, Call, Ret }
+
+    private static BlockEnd EndOf(ref DecodedInsn last) => last.Fast switch
+    {
+        FastOp.Jcc => BlockEnd.Jcc,
+        FastOp.JmpNear => BlockEnd.Jmp,
+        _ => last.I.Code switch
+        {
+            Code.Call_rel32_32 => BlockEnd.Call,
+            Code.Retnd or Code.Retnd_imm16 => BlockEnd.Ret,
+            _ => BlockEnd.None,
+        },
+    };
+
+    /// <summary>The region of <paramref name="root"/> (first), found breadth-first among the CPU's cached blocks.</summary>
+    private static Block[] Region(Block root, Cpu cpu)
+    {
+        var blocks = new List<Block> { root };
+        int insns = root.Count;
+        uint csBase = cpu._seg[(int)SegReg.Cs].Base;
+        uint page = (csBase + root.StartEip) >> 12;
+        for (int k = 0; k < blocks.Count && blocks.Count < MaxRegionBlocks; k++)
+        {
+            foreach (uint target in Successors(blocks[k]))
+            {
+                if (blocks.Count >= MaxRegionBlocks || blocks.Exists(b => b.StartEip == target) || (csBase + target) >> 12 != page)
+                {
+                    continue;
+                }
+                uint phys = (root.Phys & ~0xFFFu) | ((csBase + target) & 0xFFF);
+                var table = cpu._blockTable;
+                int slot = (int)((phys ^ (phys >> BlockTableBits) ^ (root.Big ? 0x2A5u : 0u)) & ((1u << BlockTableBits) - 1));
+                Block? b = slot < table.Length ? Volatile.Read(ref table[slot]) : null;
+                if (b is not null && b.Cached && b.Phys == phys && b.StartEip == target && b.Big == root.Big
+                    && b.Generation == root.Generation && insns + b.Count <= MaxRegionInsns && RegionMember(b))
+                {
+                    blocks.Add(b);
+                    insns += b.Count;
+                }
+            }
+        }
+        return [.. blocks];
+    }
+
+    /// <summary>Where a region block goes on: its branch's target and the next instruction, or only one of them.</summary>
+    private static uint[] Successors(Block b)
+    {
+        ref DecodedInsn last = ref b.Insns[b.Count - 1];
+        return EndOf(ref last) switch
+        {
+            BlockEnd.Jcc => [last.Imm, last.NextEip],
+            BlockEnd.Jmp or BlockEnd.Call => [last.Imm],
+            BlockEnd.Ret => [],
+            _ => [last.NextEip],
+        };
+    }
+
+    /// <summary>The blocks of a region one after another, each entered at its head label.</summary>
+    private static void EmitRegion(ILGenerator il, Translation t, Block[] region, uint csBase)
+    {
+        var heads = new Label[region.Length];
+        for (int k = 0; k < region.Length; k++)
+        {
+            heads[k] = il.DefineLabel();
+        }
+        (int, Label, Block)? InRegion(uint eip)
+        {
+            int k = Array.FindIndex(region, b => b.StartEip == eip);
+            return k >= 0 ? (k, heads[k], region[k]) : null;
+        }
+        for (int k = 0; k < region.Length; k++)
+        {
+            var block = region[k];
+            il.MarkLabel(heads[k]);
+            t.StartRegionBlock(k);
+            ref DecodedInsn last = ref block.Insns[block.Count - 1];
+            var end = EndOf(ref last);
+            int body = end != BlockEnd.None ? block.Count - 1 : block.Count;
+            for (int i = 0; i < body; i++)
+            {
+                if (!t.TryEmit(ref block.Insns[i], i))
+                {
+                    throw new InvalidOperationException("a region block holds an instruction that is not translated");
+                }
+            }
+            t.EndRegionBlock(block, end, InRegion, csBase);
+        }
+    }
+
+    /// <summary>A block with instructions that are not translated: those run through their forms or handlers.</summary>
+    private static void EmitBlock(ILGenerator il, Translation t, Block block)
+    {
+        int count = block.Count;
         bool eipCurrent = false;
         for (int i = 0; i < count; i++)
         {
             ref DecodedInsn d = ref block.Insns[i];
-            if (selfLoop && i == count - 1)
-            {
-                t.LoopEnd(block, ref d, d.Fast == FastOp.Jcc ? d.Aux : -1, head);
-                break;
-            }
             if (t.TryEmit(ref d, i))
             {
                 eipCurrent = false;
@@ -374,7 +487,7 @@ public sealed partial class Cpu
             bool form = op is not null && d.Fast is not (FastOp.Jcc or FastOp.JmpNear);
             if (!registerOnly && form)
             {
-                il.Emit(OpCodes.Ldarg_0);
+                il.Emit(OpCodes.Ldarg_1);
                 il.Emit(OpCodes.Ldc_I4, i - t.Synced);
                 il.Emit(OpCodes.Ldc_I4, unchecked((int)d.Eip));
                 il.Emit(OpCodes.Call, s_jitBeginForm);
@@ -382,7 +495,7 @@ public sealed partial class Cpu
             }
             else if (!registerOnly)
             {
-                il.Emit(OpCodes.Ldarg_0);
+                il.Emit(OpCodes.Ldarg_1);
                 il.Emit(OpCodes.Ldc_I4, i - t.Synced);
                 EmitInsnRef(il, i);
                 il.Emit(OpCodes.Call, s_jitBegin);
@@ -394,17 +507,17 @@ public sealed partial class Cpu
             }
             else
             {
-                il.Emit(OpCodes.Ldarg_0);
+                il.Emit(OpCodes.Ldarg_1);
                 EmitInsnRef(il, i);
                 il.Emit(OpCodes.Call, d.Fast != FastOp.None ? s_fastMethods[d.Fast]! : s_jitGeneric);
             }
             if (!registerOnly)
             {
                 var next = il.DefineLabel();
-                il.Emit(OpCodes.Ldarg_0);
+                il.Emit(OpCodes.Ldarg_1);
                 il.Emit(OpCodes.Ldfld, s_eventField);
                 il.Emit(OpCodes.Brfalse, next);
-                il.Emit(OpCodes.Ldarg_0);
+                il.Emit(OpCodes.Ldarg_1);
                 EmitInsnRef(il, i);
                 il.Emit(OpCodes.Call, form ? s_jitFormEvent : s_jitEvent);
                 il.Emit(OpCodes.Ldc_I4, BlockEnded);
@@ -413,7 +526,7 @@ public sealed partial class Cpu
                 if (d.I.IsStringInstruction)
                 {
                     var goOn = il.DefineLabel();
-                    il.Emit(OpCodes.Ldarg_0);
+                    il.Emit(OpCodes.Ldarg_1);
                     il.Emit(OpCodes.Ldc_I4, i);
                     il.Emit(OpCodes.Ldc_I4, count - i - 1);
                     il.Emit(OpCodes.Call, s_jitAfterString);
@@ -428,13 +541,9 @@ public sealed partial class Cpu
             t.LoadRegisters();
             eipCurrent = !registerOnly && !form;
         }
-        if (selfLoop)
-        {
-            t.EmitSideExits();
-            return (CompiledBlock)method.CreateDelegate(typeof(CompiledBlock));
-        }
+
         t.Sync();
-        il.Emit(OpCodes.Ldarg_0);
+        il.Emit(OpCodes.Ldarg_1);
         if (eipCurrent)
         {
             // The last instruction set EIP itself (a branch, or its next EIP from JitBegin).
@@ -453,11 +562,9 @@ public sealed partial class Cpu
         }
         il.Emit(OpCodes.Ldc_I4, BlockDone);
         il.Emit(OpCodes.Ret);
-        t.EmitSideExits();
-        return (CompiledBlock)method.CreateDelegate(typeof(CompiledBlock));
     }
 
-    /// <summary>Whether every instruction but the last (the branch) is translated.</summary>
+    /// <summary>Whether every instruction but the last (which may be a branch, CALL or RET) is translated.</summary>
     private static bool TranslatedWhole(Block block)
     {
         for (int i = 0; i < block.Count - 1; i++)
@@ -472,7 +579,7 @@ public sealed partial class Cpu
 
     private static void EmitInsnRef(ILGenerator il, int i)
     {
-        il.Emit(OpCodes.Ldarg_1);
+        il.Emit(OpCodes.Ldarg_2);
         il.Emit(OpCodes.Ldc_I4, i);
         il.Emit(OpCodes.Ldelema, typeof(DecodedInsn));
     }

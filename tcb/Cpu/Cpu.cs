@@ -322,6 +322,14 @@ public sealed partial class Cpu
                 {
                     _lastBlock = last;
                     first = compiled(this, block.Insns);
+                    if (_jitLast is { } ran)
+                    {
+                        // A region ended in another of its blocks: go on from that one.
+                        _jitLast = null;
+                        block = ran;
+                        last = ran;
+                        _lastBlock = ran;
+                    }
                     if (first == BlockEnded || _icount >= _budgetEnd)
                     {
                         return;
@@ -437,12 +445,17 @@ public sealed partial class Cpu
     /// <summary>Leaves the halted state without an interrupt (e.g. for an INIT/NMI-like wake-up by the machine).</summary>
     public void ClearHalt() => _halted = false;
 
-    private ulong ReadTsc() => TscBase + _tscOffset;
+    private ulong ReadTsc() => TscAt(_icount);
 
     /// <summary>
-    /// The time base RDTSC counts from: the machine's virtual clock when it supplies one (realtime
-    /// mode, where halted time passes without instructions: a TSC that stood still while the guest
-    /// idles would stop a guest that keeps time by the TSC), else the retired-instruction count.
+    /// The TSC when <paramref name="count"/> instructions have retired. Its time base is the
+    /// machine's virtual clock when it supplies one (realtime mode, where halted time passes
+    /// without instructions: a TSC that stood still while the guest idles would stop a guest that
+    /// keeps time by the TSC), else the retired-instruction count.
     /// </summary>
-    private ulong TscBase => TscClock is { } clock ? clock() : (ulong)_icount * TscPerInstruction;
+    private ulong TscAt(long count) => TscBaseAt(count) + _tscOffset;
+
+    private ulong TscBase => TscBaseAt(_icount);
+
+    private ulong TscBaseAt(long count) => TscClock is { } clock ? clock() : (ulong)count * TscPerInstruction;
 }

@@ -116,8 +116,8 @@ public sealed partial class Cpu
         ? LazyCondition(cc, _lfResult, _lfCarries, _lfTop)
         : EvalCondition(cc, GetOF(), GetCF(), GetZF(), GetSF(), GetPF());
 
-    // The lazy representation as pure functions of (result, carry vector, top bit), shared by the
-    // methods above and by translated code (Translator.cs), which keeps the three in locals.
+    // The lazy representation as pure functions of (result, carry vector, top bit). Translated
+    // code (Translator.cs) keeps the three in locals and calls these or emits the same formulas.
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static uint AddCarries(uint a, uint b, uint r) => (a & b) | ((a | b) & ~r);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Iced.Intel;
 
 namespace SecureVmm.Tcb.Cpu;
@@ -44,31 +45,9 @@ public sealed partial class Cpu
         bool cf, of;
         switch (d.Aux)
         {
-            case ShiftShl:
-            {
-                ulong t = (ulong)v << (int)(count - 1);
-                cf = ((t >> (bits - 1)) & 1) != 0;
-                r = (uint)(t << 1) & mask;
-                of = cf ^ ((r & msb) != 0);
+            case ShiftShl or ShiftShr or ShiftSar:
+                r = ShiftCore(d.Aux, v, count, size, out cf, out of);
                 break;
-            }
-            case ShiftShr:
-            {
-                uint t = count - 1 >= 32 ? 0 : v >> (int)(count - 1);
-                cf = (t & 1) != 0;
-                r = t >> 1;
-                of = ((t ^ r) & msb) != 0;
-                break;
-            }
-            case ShiftSar:
-            {
-                int sv = bits == 32 ? (int)v : bits == 16 ? (short)v : (sbyte)v;
-                int t = sv >> (int)Math.Min(count - 1, 31);
-                cf = (t & 1) != 0;
-                r = (uint)(t >> 1) & mask;
-                of = (((uint)t ^ r) & msb) != 0;
-                break;
-            }
             case ShiftRol:
             {
                 int n = (int)(count % (uint)bits);
@@ -124,6 +103,61 @@ public sealed partial class Cpu
             return;
         }
         c.FlagsExplicit(r, size, cf, of, false);
+    }
+
+    /// <summary>
+    /// SHL/SHR/SAR of <paramref name="v"/> (already masked to <paramref name="size"/> bytes) by a
+    /// masked count of 1-31: the result, the last bit shifted out (CF) and OF as the comment at the
+    /// top says. Pure, so translated code (Translator.cs) computes the same.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint ShiftCore(int kind, uint v, uint count, int size, out bool cf, out bool of)
+    {
+        int bits = size * 8;
+        uint mask = SizeMask(size);
+        uint msb = 1u << (bits - 1);
+        uint r;
+        switch (kind)
+        {
+            case ShiftShl:
+            {
+                ulong t = (ulong)v << (int)(count - 1);
+                cf = ((t >> (bits - 1)) & 1) != 0;
+                r = (uint)(t << 1) & mask;
+                of = cf ^ ((r & msb) != 0);
+                break;
+            }
+            case ShiftShr:
+            {
+                uint t = count - 1 >= 32 ? 0 : v >> (int)(count - 1);
+                cf = (t & 1) != 0;
+                r = t >> 1;
+                of = ((t ^ r) & msb) != 0;
+                break;
+            }
+            default:
+            {
+                int sv = bits == 32 ? (int)v : bits == 16 ? (short)v : (sbyte)v;
+                int t = sv >> (int)Math.Min(count - 1, 31);
+                cf = (t & 1) != 0;
+                r = (uint)(t >> 1) & mask;
+                of = (((uint)t ^ r) & msb) != 0;
+                break;
+            }
+        }
+        return r;
+    }
+
+    /// <summary><see cref="ShiftCore"/>'s result.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint ShiftResult(int kind, uint v, uint count, int size) => ShiftCore(kind, v, count, size, out _, out _);
+
+    /// <summary><see cref="ShiftCore"/>'s flags as a carry vector (AF cleared, as FlagsExplicit).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static uint ShiftCarries(int kind, uint v, uint count, int size)
+    {
+        ShiftCore(kind, v, count, size, out bool cf, out bool of);
+        return ExplicitCarries(size * 8 - 1, cf, of, false);
     }
 
     private static void DoubleShift(Cpu c, ref DecodedInsn d)

@@ -7,30 +7,35 @@ using Label = System.Reflection.Emit.Label;
 namespace SecureVmm.Tcb.Cpu;
 
 // Translated instructions inside a compiled block (BlockCompiler.cs). The everyday integer
-// instructions (MOV/MOVZX/MOVSX/LEA, the ALU group, INC/DEC/NEG/NOT, shifts and IMUL of the
-// specialized forms, SETcc, CMOVcc) become IL on locals: the eight guest registers and the lazy
-// flags (result and carry vector; the sign bit's index is known when the code is emitted) are
-// loaded into locals when the block starts and stored back only where something else needs
-// them: before any other instruction (which then runs as before, through its handler), at the
-// block's end, and on a side exit. The semantics are the interpreter's own: the same operand
-// reads and writes as ReadOp0/ReadOp1/WriteOp0, and the flag functions of Flags.cs and
-// FastPaths.cs, which both share.
+// instructions (MOV/MOVZX/MOVSX/LEA, the ALU group, INC/DEC/NEG/NOT, SHL/SHR/SAR, IMUL of the
+// specialized forms, SETcc, CMOVcc, PUSH/POP r32, NOP/PAUSE, RDTSC, and closing near branches,
+// CALLs and RETs) become IL on locals: the eight guest registers and the lazy flags (result and
+// carry vector; the sign bit's index is known when the code is emitted) are loaded into locals
+// when the block starts and stored back only where something else needs them: before any other
+// instruction (which then runs as before, through its handler), at the block's end, and on a side
+// exit. The semantics are the interpreter's own: the same operand reads and writes as
+// ReadOp0/ReadOp1/WriteOp0, the same flag formulas (Flags.cs; the carry vectors of ADD/SUB and the
+// conditions are emitted in place, the others called), the same shift functions (Shifts.cs).
 //
-// Memory operands use only the soft TLB's fast path (SegCheckFast + TryReadRam/TryWriteRam),
-// which has no side effects. Anything else (a TLB miss, MMIO, a segment violation, a write to a
-// page holding code) is a side exit: the registers and flags as they were before the instruction
-// are stored, the count is brought up to it, and the run loop interprets the rest of the block
-// from that instruction, so the slow path, fault or exit happens exactly as in the interpreter.
-// An instruction's memory accesses all come before its register and flag updates, so a side exit
-// never needs to undo anything.
+// Memory operands use only the soft TLB's fast path, emitted in place with exactly the checks of
+// SegCheckFast and TryReadRam/TryWriteRam (Mmu.cs), which have no side effects. Anything else (a
+// TLB miss, MMIO, a segment violation, a write to a page holding code, a 16-bit stack, a branch
+// target beyond CS's limit) is a side exit: the registers and flags as they were before the
+// instruction are stored, the count is brought up to it, and the run loop interprets the rest of
+// the block from that instruction, so the slow path, fault or exit happens exactly as in the
+// interpreter. An instruction's memory accesses all come before its register and flag updates,
+// so a side exit never needs to undo anything.
 //
-// A block that is translated whole and ends with a branch back to its own start loops inside the
-// compiled method, with the registers still in locals, after making the checks the run loop
-// makes between two runs of a block (budget, events, pending interrupts, TF, the interrupt
-// shadow, and the block's page not rewritten).
+// A block translated whole is compiled together with the blocks it branches to on the same page
+// (a region, up to 8 blocks). A branch from one region block to another (or back to itself)
+// stays inside the compiled method, registers still in locals, after the checks the run loop
+// makes between two blocks (JitNext: budget, events, pending interrupts, TF, the interrupt
+// shadow, the target block's page not rewritten, CS unchanged).
 public sealed partial class Cpu
 {
-    private enum Native : byte { None, Mov, Extend, Lea, Alu, Unary, Shift, Imul, Setcc, Cmovcc }
+    private enum Native : byte { None, Mov, Extend, Lea, Alu, Unary, Shift, Imul, Setcc, Cmovcc, Push, Pop, Nop, Rdtsc }
+
+    private const byte RegCl = 16 | 1; // the register code of CL
 
     private static readonly bool[] s_setcc = MnemonicSet("Set");
     private static readonly bool[] s_cmovcc = MnemonicSet("Cmov");
@@ -74,10 +79,21 @@ public sealed partial class Cpu
                 return twoOperands ? Native.Alu : Native.None;
             case Mnemonic.Inc or Mnemonic.Dec or Mnemonic.Neg or Mnemonic.Not:
                 return n == 1 && IsGprOrMem(d.Kind0, d.Reg0) ? Native.Unary : Native.None;
+            case Mnemonic.Shl or Mnemonic.Sal or Mnemonic.Shr or Mnemonic.Sar:
+                return n == 2 && IsGprOrMem(d.Kind0, d.Reg0) && (d.Kind1 == OpKindCode.Imm || (d.Kind1 == OpKindCode.Reg && d.Reg1 == RegCl))
+                    ? Native.Shift : Native.None;
+            case Mnemonic.Nop or Mnemonic.Pause:
+                return Native.Nop;
+            case Mnemonic.Rdtsc:
+                return Native.Rdtsc;
         }
-        if (d.Fast is FastOp.ShlRI or FastOp.ShrRI or FastOp.SarRI)
+        if (d.Fast == FastOp.PushR)
         {
-            return Native.Shift;
+            return Native.Push;
+        }
+        if (d.Fast == FastOp.PopR)
+        {
+            return Native.Pop;
         }
         if (d.Fast is FastOp.ImulRR or FastOp.ImulRRI)
         {
@@ -94,58 +110,84 @@ public sealed partial class Cpu
         return Native.None;
     }
 
-    /// <summary>The side-exit sentinel of <see cref="JitRead"/> (no 32-bit value has it).</summary>
-    internal const ulong JitMiss = 1UL << 32;
-
-    /// <summary>A read on the fast path only: the value, or <see cref="JitMiss"/> with nothing done.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal ulong JitRead(int seg, uint offset, int size) =>
-        SegCheckFast(seg, offset, size, false, out uint lin) && TryReadRam(lin, size, out uint v) ? v : JitMiss;
-
-    /// <summary>A write on the fast path only: false with nothing done.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool JitWrite(int seg, uint offset, int size, uint value) =>
-        SegCheckFast(seg, offset, size, true, out uint lin) && TryWriteRam(lin, size, value);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void SetGprValue(int r, uint value) => _gpr[r] = value;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static uint Bit(bool b) => b ? 1u : 0u;
-
     /// <summary>Side exit: the count up to the instruction the run loop goes on with.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void JitRetired(int retired) => _icount += retired;
 
     /// <summary>
-    /// The end of one run of a self-looping block, taken branch: counts it, and says whether the
-    /// run loop would run the same compiled block again right away (ExecuteBlock and FetchBlock:
-    /// no event, budget left for a whole run, no interrupt to take, no TF or shadow, page unchanged).
+    /// A region's branch from one of its blocks (which retired <paramref name="retired"/>
+    /// instructions) to another (<paramref name="nextCount"/> instructions, ending at
+    /// <paramref name="nextEnd"/>, on the same page): counts the first, and says whether the run
+    /// loop would now run the second, compiled, right away: what ExecuteBlock checks between two
+    /// blocks (no event, budget left for the whole block, no interrupt to take, no TF or shadow)
+    /// and what FetchBlock checks of a successor (its page not rewritten since it was decoded,
+    /// CS's base as assumed when the region was built and its limit covering the block).
     /// </summary>
-    private bool JitLoopAgain(int count, uint page, uint generation)
+    private bool JitNext(int retired, int nextCount, uint page, uint generation, uint nextEnd, uint csBase)
     {
-        _icount += count;
-        return _event == 0 && _icount + count <= _budgetEnd && !_halted && _compileThreshold > 0
+        _icount += retired;
+        ref SegmentCache cs = ref _seg[(int)SegReg.Cs];
+        return _event == 0 && _icount + nextCount <= _budgetEnd && !_halted && _compileThreshold > 0
             && (_eflags & EflagsBits.TF) == 0 && _shadowAt != _icount && _pageGeneration[page] == generation
+            && cs.Base == csBase && nextEnd - 1 <= cs.Limit
             && !((_eflags & EflagsBits.IF) != 0 && Interrupts is { HasPending: true });
     }
 
-    private static readonly MethodInfo s_jitRead = Method(nameof(JitRead));
-    private static readonly MethodInfo s_jitWrite = Method(nameof(JitWrite));
-    private static readonly MethodInfo s_setGpr = Method(nameof(SetGprValue));
-    private static readonly MethodInfo s_setLazyFlags = Method(nameof(SetLazyFlags));
+    /// <summary>Whether the stack is ESP-addressed (SS.B): translated PUSH/POP/CALL/RET handle only that stack.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool JitStackBig() => _seg[(int)SegReg.Ss].Big;
+
+    /// <summary>Whether RDTSC may run (else it raises #GP, which the interpreter delivers).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool JitRdtscAllowed() => !((_cr4 & ControlBits.Cr4TSD) != 0 && _cpl != 0 && ProtectedMode);
+
+    /// <summary>RDTSC's value with <paramref name="pending"/> instructions retired but not yet counted.</summary>
+    private ulong JitTsc(int pending) => TscAt(_icount + pending);
+
+    /// <summary>Whether a near branch's target is within CS's limit (else BranchNear raises #GP).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool JitTargetOk(uint target) => target <= _seg[(int)SegReg.Cs].Limit;
+
+    /// <summary>
+    /// A block that ran last inside a region (other than the one the run loop called): the run
+    /// loop continues from it (interpreting the rest of it after a side exit, and linking its
+    /// successors).
+    /// </summary>
+    private Block? _jitLast;
+
+    private static readonly FieldInfo s_segField = Field(nameof(_seg));
+    private static readonly FieldInfo s_tlbField = Field(nameof(_tlb));
+    private static readonly FieldInfo s_ramField = Field(nameof(_ram));
+    private static readonly FieldInfo s_permReadField = Field(nameof(_permRead));
+    private static readonly FieldInfo s_permWriteField = Field(nameof(_permWrite));
+    private static readonly FieldInfo s_rightsField = typeof(SegmentCache).GetField(nameof(SegmentCache.Rights), BindingFlags.Instance | BindingFlags.NonPublic)!;
+    private static readonly FieldInfo s_limitField = typeof(SegmentCache).GetField(nameof(SegmentCache.Limit))!;
+    private static readonly FieldInfo s_baseField = typeof(SegmentCache).GetField(nameof(SegmentCache.Base))!;
+    private static readonly FieldInfo s_tagField = typeof(TlbEntry).GetField(nameof(TlbEntry.Tag))!;
+    private static readonly FieldInfo s_pageField = typeof(TlbEntry).GetField(nameof(TlbEntry.Page))!;
+    private static readonly FieldInfo s_permField = typeof(TlbEntry).GetField(nameof(TlbEntry.Perm))!;
+    private static readonly MethodInfo s_popCount = typeof(System.Numerics.BitOperations).GetMethod(nameof(System.Numerics.BitOperations.PopCount), [typeof(uint)])!;
+    private static readonly FieldInfo s_gprField = Field(nameof(_gpr));
+    private static readonly FieldInfo s_lfResultField = Field(nameof(_lfResult));
+    private static readonly FieldInfo s_lfCarriesField = Field(nameof(_lfCarries));
+    private static readonly FieldInfo s_lfTopField = Field(nameof(_lfTop));
+    private static readonly FieldInfo s_lfLazyField = Field(nameof(_lfLazy));
     private static readonly MethodInfo s_condition = Method(nameof(Condition));
     private static readonly MethodInfo s_jitRetired = Method(nameof(JitRetired));
-    private static readonly MethodInfo s_jitLoopAgain = Method(nameof(JitLoopAgain));
-    private static readonly MethodInfo s_lazyCondition = Static(nameof(LazyCondition));
-    private static readonly MethodInfo s_bit = Static(nameof(Bit));
-    private static readonly MethodInfo s_addCarries = Static(nameof(AddCarries));
-    private static readonly MethodInfo s_subCarries = Static(nameof(SubCarries));
+    private static readonly MethodInfo s_jitNext = Method(nameof(JitNext));
+    private static readonly MethodInfo s_jitTargetOk = Method(nameof(JitTargetOk));
+    private static readonly MethodInfo s_jitStackBig = Method(nameof(JitStackBig));
+    private static readonly MethodInfo s_jitRdtscAllowed = Method(nameof(JitRdtscAllowed));
+    private static readonly MethodInfo s_jitTsc = Method(nameof(JitTsc));
+    private static readonly MethodInfo s_shiftResult = Static(nameof(ShiftResult));
+    private static readonly MethodInfo s_shiftCarries = Static(nameof(ShiftCarries));
+    private static readonly FieldInfo s_jitLastField = Field(nameof(_jitLast));
     private static readonly MethodInfo s_incDecCarries = Static(nameof(IncDecCarries));
     private static readonly MethodInfo s_imulCarries = Static(nameof(ImulCarries));
-    private static readonly MethodInfo s_shlCarries = Static(nameof(ShlCarries));
-    private static readonly MethodInfo s_shrCarries = Static(nameof(ShrCarries));
-    private static readonly MethodInfo s_sarCarries = Static(nameof(SarCarries));
+
+    private static FieldInfo Field(string name) =>
+        typeof(Cpu).GetField(name, BindingFlags.Instance | BindingFlags.NonPublic)
+        ?? throw new InvalidOperationException($"Cpu.{name} not found");
 
     private static MethodInfo Static(string name) =>
         typeof(Cpu).GetMethod(name, BindingFlags.Static | BindingFlags.NonPublic)
@@ -156,8 +198,8 @@ public sealed partial class Cpu
     {
         private readonly ILGenerator _il;
         private readonly LocalBuilder[] _reg = new LocalBuilder[8];
-        private readonly LocalBuilder _a, _b, _res, _ea, _wide, _product, _flagResult, _flagCarries;
-        private readonly List<(Label Label, int Index, uint Dirty, bool FlagsLocal, int Top, int Synced)> _exits = [];
+        private readonly LocalBuilder _a, _b, _res, _ea, _linear, _segment, _entry, _product, _flagResult, _flagCarries;
+        private readonly List<(Label Label, int Index, uint Dirty, bool FlagsLocal, int Top, int Synced, int Block)> _exits = [];
 
         /// <summary>Registers whose locals may differ from the CPU's copy.</summary>
         public uint Dirty;
@@ -166,6 +208,8 @@ public sealed partial class Cpu
         public int Top;
         /// <summary>Instructions before this index are counted in the CPU's count.</summary>
         public int Synced;
+        /// <summary>Which block of the region is being emitted (0: the one the run loop calls).</summary>
+        public int Block;
 
         public Translation(ILGenerator il)
         {
@@ -178,7 +222,9 @@ public sealed partial class Cpu
             _b = il.DeclareLocal(typeof(uint));
             _res = il.DeclareLocal(typeof(uint));
             _ea = il.DeclareLocal(typeof(uint));
-            _wide = il.DeclareLocal(typeof(ulong));
+            _linear = il.DeclareLocal(typeof(uint));
+            _segment = il.DeclareLocal(typeof(SegmentCache).MakeByRefType());
+            _entry = il.DeclareLocal(typeof(TlbEntry).MakeByRefType());
             _product = il.DeclareLocal(typeof(long));
             _flagResult = il.DeclareLocal(typeof(uint));
             _flagCarries = il.DeclareLocal(typeof(uint));
@@ -189,9 +235,8 @@ public sealed partial class Cpu
         {
             for (int r = 0; r < 8; r++)
             {
-                _il.Emit(OpCodes.Ldarg_0);
-                _il.Emit(OpCodes.Ldc_I4, r);
-                _il.Emit(OpCodes.Call, s_gpr);
+                GprAddress(r);
+                _il.Emit(OpCodes.Ldind_U4);
                 _il.Emit(OpCodes.Stloc, _reg[r]);
             }
             Dirty = 0;
@@ -211,19 +256,37 @@ public sealed partial class Cpu
             {
                 if ((dirty & (1u << r)) != 0)
                 {
-                    _il.Emit(OpCodes.Ldarg_0);
-                    _il.Emit(OpCodes.Ldc_I4, r);
+                    GprAddress(r);
                     _il.Emit(OpCodes.Ldloc, _reg[r]);
-                    _il.Emit(OpCodes.Call, s_setGpr);
+                    _il.Emit(OpCodes.Stind_I4);
                 }
             }
             if (flagsLocal)
             {
-                _il.Emit(OpCodes.Ldarg_0);
-                _il.Emit(OpCodes.Ldloc, _flagResult);
-                _il.Emit(OpCodes.Ldloc, _flagCarries);
-                _il.Emit(OpCodes.Ldc_I4, top);
-                _il.Emit(OpCodes.Call, s_setLazyFlags);
+                // SetLazyFlags, field by field.
+                StoreField(s_lfResultField, () => _il.Emit(OpCodes.Ldloc, _flagResult));
+                StoreField(s_lfCarriesField, () => _il.Emit(OpCodes.Ldloc, _flagCarries));
+                StoreField(s_lfTopField, () => _il.Emit(OpCodes.Ldc_I4, top));
+                StoreField(s_lfLazyField, () => _il.Emit(OpCodes.Ldc_I4_1));
+            }
+        }
+
+        private void StoreField(FieldInfo field, Action value)
+        {
+            _il.Emit(OpCodes.Ldarg_1);
+            value();
+            _il.Emit(OpCodes.Stfld, field);
+        }
+
+        /// <summary>Pushes a reference to guest register <paramref name="r"/> (0-7) in the CPU's register file.</summary>
+        private void GprAddress(int r)
+        {
+            _il.Emit(OpCodes.Ldarg_1);
+            _il.Emit(OpCodes.Ldflda, s_gprField);
+            if (r != 0)
+            {
+                _il.Emit(OpCodes.Ldc_I4, r * sizeof(uint));
+                _il.Emit(OpCodes.Add);
             }
         }
 
@@ -231,7 +294,7 @@ public sealed partial class Cpu
         private Label SideExit(int index)
         {
             var label = _il.DefineLabel();
-            _exits.Add((label, index, Dirty, FlagsLocal, Top, Synced));
+            _exits.Add((label, index, Dirty, FlagsLocal, Top, Synced, Block));
             return label;
         }
 
@@ -242,7 +305,8 @@ public sealed partial class Cpu
             {
                 _il.MarkLabel(e.Label);
                 Store(e.Dirty, e.FlagsLocal, e.Top);
-                _il.Emit(OpCodes.Ldarg_0);
+                RanLast(e.Block);
+                _il.Emit(OpCodes.Ldarg_1);
                 _il.Emit(OpCodes.Ldc_I4, e.Index - e.Synced);
                 _il.Emit(OpCodes.Call, s_jitRetired);
                 _il.Emit(OpCodes.Ldc_I4, e.Index);
@@ -326,31 +390,107 @@ public sealed partial class Cpu
         }
 
         /// <summary>Pushes the value at the effective address, or leaves by the side exit of <paramref name="index"/>.</summary>
-        private void ReadMemory(ref DecodedInsn d, int size, int index)
+        private void ReadMemory(int seg, int size, int index)
         {
-            _il.Emit(OpCodes.Ldarg_0);
-            _il.Emit(OpCodes.Ldc_I4, (int)d.Seg);
-            _il.Emit(OpCodes.Ldloc, _ea);
-            _il.Emit(OpCodes.Ldc_I4, size);
-            _il.Emit(OpCodes.Call, s_jitRead);
-            _il.Emit(OpCodes.Stloc, _wide);
-            _il.Emit(OpCodes.Ldloc, _wide);
-            _il.Emit(OpCodes.Ldc_I8, (long)uint.MaxValue);
-            _il.Emit(OpCodes.Bgt_Un, SideExit(index));
-            _il.Emit(OpCodes.Ldloc, _wide);
-            _il.Emit(OpCodes.Conv_U4);
+            RamAddress(seg, size, write: false, index);
+            if (size > 1)
+            {
+                _il.Emit(OpCodes.Unaligned, (byte)1);
+            }
+            _il.Emit(size == 4 ? OpCodes.Ldind_U4 : size == 2 ? OpCodes.Ldind_U2 : OpCodes.Ldind_U1);
         }
 
         /// <summary>Writes a local to the effective address, or leaves by the side exit of <paramref name="index"/>.</summary>
-        private void WriteMemory(ref DecodedInsn d, int size, LocalBuilder value, int index)
+        private void WriteMemory(int seg, int size, LocalBuilder value, int index)
         {
-            _il.Emit(OpCodes.Ldarg_0);
-            _il.Emit(OpCodes.Ldc_I4, (int)d.Seg);
-            _il.Emit(OpCodes.Ldloc, _ea);
-            _il.Emit(OpCodes.Ldc_I4, size);
+            RamAddress(seg, size, write: true, index);
             _il.Emit(OpCodes.Ldloc, value);
-            _il.Emit(OpCodes.Call, s_jitWrite);
-            _il.Emit(OpCodes.Brfalse, SideExit(index));
+            if (size > 1)
+            {
+                _il.Emit(OpCodes.Unaligned, (byte)1);
+            }
+            _il.Emit(size == 4 ? OpCodes.Stind_I4 : size == 2 ? OpCodes.Stind_I2 : OpCodes.Stind_I1);
+        }
+
+        /// <summary>
+        /// The soft TLB's fast path, emitted in place (so that it does not depend on the JIT
+        /// inlining a helper): exactly SegCheckFast and then TryReadRam/TryWriteRam (Mmu.cs) for the
+        /// effective address in segment <paramref name="seg"/>, pushing a reference to the bytes in
+        /// guest RAM (a bounds-checked array element); anything else leaves by the side exit.
+        /// </summary>
+        private void RamAddress(int seg, int size, bool write, int index)
+        {
+            var exit = SideExit(index);
+            byte need = write ? (byte)(SegmentRights.Write | SegmentRights.Usable) : (byte)(SegmentRights.Read | SegmentRights.Usable);
+            // ref SegmentCache s = ref _seg[seg] (a constant index below 6).
+            _il.Emit(OpCodes.Ldarg_1);
+            _il.Emit(OpCodes.Ldflda, s_segField);
+            if (seg != 0)
+            {
+                _il.Emit(OpCodes.Sizeof, typeof(SegmentCache));
+                _il.Emit(OpCodes.Ldc_I4, seg);
+                _il.Emit(OpCodes.Mul);
+                _il.Emit(OpCodes.Add);
+            }
+            _il.Emit(OpCodes.Stloc, _segment);
+            // (s.Rights & (need | ExpandDown)) == need
+            _il.Emit(OpCodes.Ldloc, _segment);
+            _il.Emit(OpCodes.Ldfld, s_rightsField);
+            And((uint)(need | SegmentRights.ExpandDown));
+            _il.Emit(OpCodes.Ldc_I4, (int)need);
+            _il.Emit(OpCodes.Bne_Un, exit);
+            // (ulong)offset + (size - 1) <= s.Limit
+            _il.Emit(OpCodes.Ldloc, _ea);
+            _il.Emit(OpCodes.Conv_U8);
+            _il.Emit(OpCodes.Ldc_I8, (long)(size - 1));
+            _il.Emit(OpCodes.Add);
+            _il.Emit(OpCodes.Ldloc, _segment);
+            _il.Emit(OpCodes.Ldfld, s_limitField);
+            _il.Emit(OpCodes.Conv_U8);
+            _il.Emit(OpCodes.Bgt_Un, exit);
+            // lin = s.Base + offset; ref TlbEntry e = ref _tlb[(lin >> 12) & TlbMask]
+            _il.Emit(OpCodes.Ldloc, _segment);
+            _il.Emit(OpCodes.Ldfld, s_baseField);
+            _il.Emit(OpCodes.Ldloc, _ea);
+            _il.Emit(OpCodes.Add);
+            _il.Emit(OpCodes.Stloc, _linear);
+            _il.Emit(OpCodes.Ldarg_1);
+            _il.Emit(OpCodes.Ldfld, s_tlbField);
+            _il.Emit(OpCodes.Ldloc, _linear);
+            _il.Emit(OpCodes.Ldc_I4, 12);
+            _il.Emit(OpCodes.Shr_Un);
+            And(TlbMask);
+            _il.Emit(OpCodes.Ldelema, typeof(TlbEntry));
+            _il.Emit(OpCodes.Stloc, _entry);
+            // e.Tag == lin >> 12 && (e.Perm & perm) != 0 && (lin & 0xFFF) <= 4096 - size
+            _il.Emit(OpCodes.Ldloc, _entry);
+            _il.Emit(OpCodes.Ldfld, s_tagField);
+            _il.Emit(OpCodes.Ldloc, _linear);
+            _il.Emit(OpCodes.Ldc_I4, 12);
+            _il.Emit(OpCodes.Shr_Un);
+            _il.Emit(OpCodes.Bne_Un, exit);
+            _il.Emit(OpCodes.Ldloc, _entry);
+            _il.Emit(OpCodes.Ldfld, s_permField);
+            _il.Emit(OpCodes.Ldarg_1);
+            _il.Emit(OpCodes.Ldfld, write ? s_permWriteField : s_permReadField);
+            _il.Emit(OpCodes.And);
+            _il.Emit(OpCodes.Brfalse, exit);
+            if (size > 1)
+            {
+                _il.Emit(OpCodes.Ldloc, _linear);
+                And(0xFFF);
+                _il.Emit(OpCodes.Ldc_I4, 4096 - size);
+                _il.Emit(OpCodes.Bgt_Un, exit);
+            }
+            // ref _ram[e.Page | (lin & 0xFFF)]: the page lies wholly inside RAM (checked at fill).
+            _il.Emit(OpCodes.Ldarg_1);
+            _il.Emit(OpCodes.Ldfld, s_ramField);
+            _il.Emit(OpCodes.Ldloc, _entry);
+            _il.Emit(OpCodes.Ldfld, s_pageField);
+            _il.Emit(OpCodes.Ldloc, _linear);
+            And(0xFFF);
+            _il.Emit(OpCodes.Or);
+            _il.Emit(OpCodes.Ldelema, typeof(byte));
         }
 
         /// <summary>Pushes operand 0 (register or memory, OpSize) as ReadOp0.</summary>
@@ -358,7 +498,7 @@ public sealed partial class Cpu
         {
             if (d.Kind0 == OpKindCode.Mem)
             {
-                ReadMemory(ref d, d.OpSize, index);
+                ReadMemory(d.Seg, d.OpSize, index);
             }
             else
             {
@@ -371,7 +511,7 @@ public sealed partial class Cpu
         {
             if (d.Kind1 == OpKindCode.Mem)
             {
-                ReadMemory(ref d, d.SrcSize, index);
+                ReadMemory(d.Seg, d.SrcSize, index);
             }
             else if (d.Kind1 == OpKindCode.Reg)
             {
@@ -388,7 +528,7 @@ public sealed partial class Cpu
         {
             if (d.Kind0 == OpKindCode.Mem)
             {
-                WriteMemory(ref d, d.OpSize, value, index);
+                WriteMemory(d.Seg, d.OpSize, value, index);
             }
             else
             {
@@ -402,21 +542,70 @@ public sealed partial class Cpu
         {
             if (FlagsLocal)
             {
-                _il.Emit(OpCodes.Ldc_I4, cc);
-                _il.Emit(OpCodes.Ldloc, _flagResult);
-                _il.Emit(OpCodes.Ldloc, _flagCarries);
-                _il.Emit(OpCodes.Ldc_I4, Top);
-                _il.Emit(OpCodes.Call, s_lazyCondition);
+                // LazyCondition (Flags.cs) for this condition and sign bit, as 0 or 1.
+                switch (cc >> 1)
+                {
+                    case 0: Flag('O'); break;
+                    case 1: Flag('C'); break;
+                    case 2: Flag('Z'); break;
+                    case 3: Flag('C'); Flag('Z'); _il.Emit(OpCodes.Or); break;
+                    case 4: Flag('S'); break;
+                    case 5: Flag('P'); break;
+                    case 6: Flag('S'); Flag('O'); _il.Emit(OpCodes.Xor); break;
+                    default: Flag('Z'); Flag('S'); Flag('O'); _il.Emit(OpCodes.Xor); _il.Emit(OpCodes.Or); break;
+                }
+                if ((cc & 1) != 0)
+                {
+                    _il.Emit(OpCodes.Ldc_I4_1);
+                    _il.Emit(OpCodes.Xor);
+                }
             }
             else
             {
-                _il.Emit(OpCodes.Ldarg_0);
+                _il.Emit(OpCodes.Ldarg_1);
                 _il.Emit(OpCodes.Ldc_I4, cc);
                 _il.Emit(OpCodes.Call, s_condition);
             }
         }
 
         private const int ConditionCarry = 2; // "B": CF
+
+        /// <summary>Pushes one status flag (0 or 1) of the local lazy flags, as GetCF/GetZF/... read them.</summary>
+        private void Flag(char flag)
+        {
+            switch (flag)
+            {
+                case 'C' or 'S':
+                    _il.Emit(OpCodes.Ldloc, flag == 'C' ? _flagCarries : _flagResult);
+                    _il.Emit(OpCodes.Ldc_I4, Top);
+                    _il.Emit(OpCodes.Shr_Un);
+                    break;
+                case 'O':
+                    _il.Emit(OpCodes.Ldloc, _flagCarries);
+                    _il.Emit(OpCodes.Ldc_I4, Top);
+                    _il.Emit(OpCodes.Shr_Un);
+                    _il.Emit(OpCodes.Ldloc, _flagCarries);
+                    _il.Emit(OpCodes.Ldc_I4, Top - 1);
+                    _il.Emit(OpCodes.Shr_Un);
+                    _il.Emit(OpCodes.Xor);
+                    break;
+                case 'Z':
+                    _il.Emit(OpCodes.Ldloc, _flagResult);
+                    _il.Emit(OpCodes.Ldc_I4_0);
+                    _il.Emit(OpCodes.Ceq);
+                    return;
+                default:
+                    // PF: even parity of the low byte.
+                    _il.Emit(OpCodes.Ldloc, _flagResult);
+                    And(0xFF);
+                    _il.Emit(OpCodes.Call, s_popCount);
+                    _il.Emit(OpCodes.Ldc_I4_1);
+                    _il.Emit(OpCodes.Xor);
+                    break;
+            }
+            _il.Emit(OpCodes.Ldc_I4_1);
+            _il.Emit(OpCodes.And);
+        }
 
         /// <summary>Sets the local flags to the masked result local and a carry vector computed by <paramref name="carries"/>.</summary>
         private void SetFlags(int size, Action carries)
@@ -438,12 +627,38 @@ public sealed partial class Cpu
             And(SizeMask(size));
         }
 
-        private void Arithmetic(MethodInfo carries, LocalBuilder a, LocalBuilder b, int size) => SetFlags(size, () =>
+        /// <summary>FlagsAdd/FlagsSub's carry vector (AddCarries/SubCarries in Flags.cs), emitted in place.</summary>
+        private void Arithmetic(bool subtract, LocalBuilder a, LocalBuilder b, int size) => SetFlags(size, () =>
         {
-            _il.Emit(OpCodes.Ldloc, a);
-            _il.Emit(OpCodes.Ldloc, b);
-            MaskedResult(size);
-            _il.Emit(OpCodes.Call, carries);
+            if (subtract)
+            {
+                // (~a & b) | (~(a ^ b) & r)
+                _il.Emit(OpCodes.Ldloc, a);
+                _il.Emit(OpCodes.Not);
+                _il.Emit(OpCodes.Ldloc, b);
+                _il.Emit(OpCodes.And);
+                _il.Emit(OpCodes.Ldloc, a);
+                _il.Emit(OpCodes.Ldloc, b);
+                _il.Emit(OpCodes.Xor);
+                _il.Emit(OpCodes.Not);
+                MaskedResult(size);
+                _il.Emit(OpCodes.And);
+                _il.Emit(OpCodes.Or);
+            }
+            else
+            {
+                // (a & b) | ((a | b) & ~r)
+                _il.Emit(OpCodes.Ldloc, a);
+                _il.Emit(OpCodes.Ldloc, b);
+                _il.Emit(OpCodes.And);
+                _il.Emit(OpCodes.Ldloc, a);
+                _il.Emit(OpCodes.Ldloc, b);
+                _il.Emit(OpCodes.Or);
+                MaskedResult(size);
+                _il.Emit(OpCodes.Not);
+                _il.Emit(OpCodes.And);
+                _il.Emit(OpCodes.Or);
+            }
         });
 
         private void Logic(int size) => SetFlags(size, () => _il.Emit(OpCodes.Ldc_I4_0));
@@ -464,7 +679,11 @@ public sealed partial class Cpu
                     return true;
                 case Native.Alu: Alu(ref d, index); return true;
                 case Native.Unary: Unary(ref d, index); return true;
-                case Native.Shift: Shift(ref d); return true;
+                case Native.Shift: Shift(ref d, index); return true;
+                case Native.Push: Push(ref d, index); return true;
+                case Native.Pop: Pop(ref d, index); return true;
+                case Native.Nop: return true;
+                case Native.Rdtsc: Rdtsc(index); return true;
                 case Native.Imul: Imul(ref d); return true;
                 case Native.Setcc: Setcc(ref d, index); return true;
                 case Native.Cmovcc: Cmovcc(ref d, index); return true;
@@ -522,7 +741,6 @@ public sealed partial class Cpu
             if (m is Mnemonic.Adc or Mnemonic.Sbb)
             {
                 Condition(ConditionCarry);
-                _il.Emit(OpCodes.Call, s_bit);
                 _il.Emit(m == Mnemonic.Adc ? OpCodes.Add : OpCodes.Sub);
             }
             _il.Emit(OpCodes.Stloc, _res);
@@ -532,8 +750,8 @@ public sealed partial class Cpu
             }
             switch (m)
             {
-                case Mnemonic.Add or Mnemonic.Adc: Arithmetic(s_addCarries, _a, _b, size); break;
-                case Mnemonic.Sub or Mnemonic.Sbb or Mnemonic.Cmp: Arithmetic(s_subCarries, _a, _b, size); break;
+                case Mnemonic.Add or Mnemonic.Adc: Arithmetic(subtract: false, _a, _b, size); break;
+                case Mnemonic.Sub or Mnemonic.Sbb or Mnemonic.Cmp: Arithmetic(subtract: true, _a, _b, size); break;
                 default: Logic(size); break;
             }
         }
@@ -584,34 +802,139 @@ public sealed partial class Cpu
                     // FlagsSub(0, a, r): the subtrahend is the operand.
                     _il.Emit(OpCodes.Ldc_I4_0);
                     _il.Emit(OpCodes.Stloc, _b);
-                    Arithmetic(s_subCarries, _b, _a, size);
+                    Arithmetic(subtract: true, _b, _a, size);
                     break;
             }
         }
 
-        private void Shift(ref DecodedInsn d)
+        private void Shift(ref DecodedInsn d, int index)
         {
-            int n = (int)(d.Imm & 0x1F);
-            if (n == 0)
+            // As the generic Shift: the count is masked to 5 bits, and 0 changes nothing (the
+            // operand is not even read). A count from CL is known only when the code runs; the
+            // flags then go to the CPU on both paths, so that they are in one place afterwards.
+            int kind = d.Aux, size = d.OpSize;
+            bool dynamic = d.Kind1 == OpKindCode.Reg;
+            if (!dynamic && (d.Imm & 0x1F) == 0)
             {
-                return; // no change, flags included (as OpShlRI and the others)
+                return;
             }
-            var r = _reg[d.Reg0 & 7];
-            _il.Emit(OpCodes.Ldloc, r);
+            var skip = _il.DefineLabel();
+            if (dynamic)
+            {
+                Store(0, FlagsLocal, Top);
+                FlagsLocal = false;
+                _il.Emit(OpCodes.Ldloc, _reg[1]);
+                And(0x1F);
+                _il.Emit(OpCodes.Stloc, _b);
+                _il.Emit(OpCodes.Ldloc, _b);
+                _il.Emit(OpCodes.Brfalse, skip);
+            }
+            else
+            {
+                _il.Emit(OpCodes.Ldc_I4, (int)(d.Imm & 0x1F));
+                _il.Emit(OpCodes.Stloc, _b);
+            }
+            if (d.Kind0 == OpKindCode.Mem)
+            {
+                EffectiveAddress(ref d);
+            }
+            ReadOp0(ref d, index);
+            And(SizeMask(size));
             _il.Emit(OpCodes.Stloc, _a);
+            _il.Emit(OpCodes.Ldc_I4, kind);
             _il.Emit(OpCodes.Ldloc, _a);
-            _il.Emit(OpCodes.Ldc_I4, n);
-            _il.Emit(d.Fast switch { FastOp.ShlRI => OpCodes.Shl, FastOp.ShrRI => OpCodes.Shr_Un, _ => OpCodes.Shr });
+            _il.Emit(OpCodes.Ldloc, _b);
+            _il.Emit(OpCodes.Ldc_I4, size);
+            _il.Emit(OpCodes.Call, s_shiftResult);
             _il.Emit(OpCodes.Stloc, _res);
+            WriteOp0(ref d, _res, index);
+            SetFlags(size, () =>
+            {
+                _il.Emit(OpCodes.Ldc_I4, kind);
+                _il.Emit(OpCodes.Ldloc, _a);
+                _il.Emit(OpCodes.Ldloc, _b);
+                _il.Emit(OpCodes.Ldc_I4, size);
+                _il.Emit(OpCodes.Call, s_shiftCarries);
+            });
+            if (dynamic)
+            {
+                Store(0, FlagsLocal, Top);
+                FlagsLocal = false;
+                _il.MarkLabel(skip);
+            }
+        }
+
+        /// <summary>Leaves by the side exit of <paramref name="index"/> unless the stack is ESP-addressed.</summary>
+        private void RequireBigStack(int index)
+        {
+            _il.Emit(OpCodes.Ldarg_1);
+            _il.Emit(OpCodes.Call, s_jitStackBig);
+            _il.Emit(OpCodes.Brfalse, SideExit(index));
+        }
+
+        private const int Ss = (int)SegReg.Ss;
+        private const byte Esp = 4;
+
+        /// <summary>PUSH r32 as Push(value, 4): the value (ESP's own before the push), written below ESP, then ESP moves.</summary>
+        private void Push(ref DecodedInsn d, int index)
+        {
+            RequireBigStack(index);
+            LoadReg((byte)(d.Reg0 & 7));
+            _il.Emit(OpCodes.Stloc, _res);
+            PushLocal(_res, index);
+        }
+
+        private void PushLocal(LocalBuilder value, int index)
+        {
+            _il.Emit(OpCodes.Ldloc, _reg[Esp]);
+            _il.Emit(OpCodes.Ldc_I4_4);
+            _il.Emit(OpCodes.Sub);
+            _il.Emit(OpCodes.Stloc, _ea);
+            WriteMemory(Ss, 4, value, index);
+            _il.Emit(OpCodes.Ldloc, _ea);
+            StoreReg(Esp);
+        }
+
+        /// <summary>POP r32 as OpPopR: read at ESP, ESP moves, then the register is written (POP ESP loads the value).</summary>
+        private void Pop(ref DecodedInsn d, int index)
+        {
+            RequireBigStack(index);
+            PopToResult(index);
             _il.Emit(OpCodes.Ldloc, _res);
             StoreReg((byte)(d.Reg0 & 7));
-            var carries = d.Fast switch { FastOp.ShlRI => s_shlCarries, FastOp.ShrRI => s_shrCarries, _ => s_sarCarries };
-            SetFlags(4, () =>
-            {
-                _il.Emit(OpCodes.Ldloc, _a);
-                _il.Emit(OpCodes.Ldc_I4, n);
-                _il.Emit(OpCodes.Call, carries);
-            });
+        }
+
+        /// <summary>Reads the dword at ESP into the result local (side exit before anything changes), then moves ESP.</summary>
+        private void PopToResult(int index, uint extra = 0)
+        {
+            _il.Emit(OpCodes.Ldloc, _reg[Esp]);
+            _il.Emit(OpCodes.Stloc, _ea);
+            ReadMemory(Ss, 4, index);
+            _il.Emit(OpCodes.Stloc, _res);
+            _il.Emit(OpCodes.Ldloc, _reg[Esp]);
+            _il.Emit(OpCodes.Ldc_I4, unchecked((int)(4 + extra)));
+            _il.Emit(OpCodes.Add);
+            StoreReg(Esp);
+        }
+
+        /// <summary>RDTSC as its handler: #GP cases go to the interpreter; the count is the instruction's own.</summary>
+        private void Rdtsc(int index)
+        {
+            _il.Emit(OpCodes.Ldarg_1);
+            _il.Emit(OpCodes.Call, s_jitRdtscAllowed);
+            _il.Emit(OpCodes.Brfalse, SideExit(index));
+            _il.Emit(OpCodes.Ldarg_1);
+            _il.Emit(OpCodes.Ldc_I4, index - Synced);
+            _il.Emit(OpCodes.Call, s_jitTsc);
+            _il.Emit(OpCodes.Stloc, _product);
+            _il.Emit(OpCodes.Ldloc, _product);
+            _il.Emit(OpCodes.Conv_U4);
+            StoreReg(0);
+            _il.Emit(OpCodes.Ldloc, _product);
+            _il.Emit(OpCodes.Ldc_I4, 32);
+            _il.Emit(OpCodes.Shr_Un);
+            _il.Emit(OpCodes.Conv_U4);
+            StoreReg(2);
         }
 
         private void Imul(ref DecodedInsn d)
@@ -646,7 +969,6 @@ public sealed partial class Cpu
         private void Setcc(ref DecodedInsn d, int index)
         {
             Condition(d.Aux);
-            _il.Emit(OpCodes.Call, s_bit);
             _il.Emit(OpCodes.Stloc, _res);
             if (d.Kind0 == OpKindCode.Mem)
             {
@@ -672,43 +994,136 @@ public sealed partial class Cpu
             _il.MarkLabel(skip);
         }
 
-        /// <summary>
-        /// The end of a self-looping block: the branch back (condition <paramref name="cc"/>, or
-        /// always when negative) loops to <paramref name="head"/> while JitLoopAgain allows; the
-        /// block then ends with the state stored and EIP at the target or the next instruction.
-        /// </summary>
-        public void LoopEnd(Block block, ref DecodedInsn branch, int cc, Label head)
+        /// <summary>Tells the run loop which block ran last when it is not the one it called (the region argument holds the blocks).</summary>
+        private void RanLast(int block)
         {
-            int count = block.Count;
-            var notTaken = _il.DefineLabel();
-            if (cc >= 0)
+            if (block != 0)
             {
-                Condition(cc);
-                _il.Emit(OpCodes.Brfalse, notTaken);
+                _il.Emit(OpCodes.Ldarg_1);
+                _il.Emit(OpCodes.Ldarg_0);
+                _il.Emit(OpCodes.Ldc_I4, block);
+                _il.Emit(OpCodes.Ldelem_Ref);
+                _il.Emit(OpCodes.Stfld, s_jitLastField);
             }
-            // Taken: the flags go back to the CPU at each turn (the loop head expects them there;
-            // the registers stay in locals, all counted dirty from the start).
-            bool flagsLocal = FlagsLocal;
-            int top = Top;
-            Store(0, flagsLocal, top);
-            _il.Emit(OpCodes.Ldarg_0);
-            _il.Emit(OpCodes.Ldc_I4, count);
-            _il.Emit(OpCodes.Ldc_I4, unchecked((int)(block.Phys >> 12)));
-            _il.Emit(OpCodes.Ldc_I4, unchecked((int)block.Generation));
-            _il.Emit(OpCodes.Call, s_jitLoopAgain);
-            _il.Emit(OpCodes.Brtrue, head);
-            Store(Dirty, false, top);
-            EndAt(branch.Imm, 0);
-            _il.MarkLabel(notTaken);
-            Store(Dirty, flagsLocal, top);
-            EndAt(branch.NextEip, count);
         }
 
-        private void EndAt(uint eip, int retired)
+        /// <summary>The state every region block starts in: registers in locals (all counted changed), flags in the CPU, count synced.</summary>
+        public void StartRegionBlock(int block)
         {
-            _il.Emit(OpCodes.Ldarg_0);
+            Block = block;
+            Dirty = 0xFF;
+            FlagsLocal = false;
+            Synced = 0;
+        }
+
+        /// <summary>
+        /// The end of a region block: its closing branch, CALL or RET (or none: the block goes on
+        /// at the next instruction) to each successor. A successor in the region is entered in
+        /// place when JitNext allows; any other ends the compiled run with the state stored and
+        /// EIP set. Whatever the interpreter would fault on (a target beyond CS's limit, a stack
+        /// access off the fast path) leaves by the side exit of the closing instruction.
+        /// </summary>
+        public void EndRegionBlock(Block block, BlockEnd end, Func<uint, (int Block, Label Head, Block Target)?> inRegion, uint csBase)
+        {
+            int index = block.Count - 1;
+            ref DecodedInsn last = ref block.Insns[index];
+            switch (end)
+            {
+                case BlockEnd.None:
+                    Edge(block, last.NextEip, taken: false, index, inRegion, csBase);
+                    break;
+                case BlockEnd.Jmp:
+                    Edge(block, last.Imm, taken: true, index, inRegion, csBase);
+                    break;
+                case BlockEnd.Jcc:
+                {
+                    var notTaken = _il.DefineLabel();
+                    Condition(last.Aux);
+                    _il.Emit(OpCodes.Brfalse, notTaken);
+                    bool flagsLocal = FlagsLocal;
+                    int top = Top;
+                    Edge(block, last.Imm, taken: true, index, inRegion, csBase);
+                    _il.MarkLabel(notTaken);
+                    FlagsLocal = flagsLocal;
+                    Top = top;
+                    Edge(block, last.NextEip, taken: false, index, inRegion, csBase);
+                    break;
+                }
+                case BlockEnd.Call:
+                    // CallNear: the target's limit check, then the push of the return address.
+                    TargetCheck(last.Imm, index);
+                    RequireBigStack(index);
+                    _il.Emit(OpCodes.Ldc_I4, unchecked((int)last.NextEip));
+                    _il.Emit(OpCodes.Stloc, _res);
+                    PushLocal(_res, index);
+                    Edge(block, last.Imm, taken: false, index, inRegion, csBase);
+                    break;
+                default:
+                {
+                    // RetNear: the pop, the target's limit check, then ESP (with RET imm16's release).
+                    RequireBigStack(index);
+                    _il.Emit(OpCodes.Ldloc, _reg[Esp]);
+                    _il.Emit(OpCodes.Stloc, _ea);
+                    ReadMemory(Ss, 4, index);
+                    _il.Emit(OpCodes.Stloc, _res);
+                    _il.Emit(OpCodes.Ldarg_1);
+                    _il.Emit(OpCodes.Ldloc, _res);
+                    _il.Emit(OpCodes.Call, s_jitTargetOk);
+                    _il.Emit(OpCodes.Brfalse, SideExit(index));
+                    _il.Emit(OpCodes.Ldloc, _reg[Esp]);
+                    _il.Emit(OpCodes.Ldc_I4, unchecked((int)(4 + (last.Kind0 == OpKindCode.Imm ? last.Imm & 0xFFFF : 0))));
+                    _il.Emit(OpCodes.Add);
+                    StoreReg(Esp);
+                    Store(Dirty, FlagsLocal, Top);
+                    RanLast(Block);
+                    _il.Emit(OpCodes.Ldarg_1);
+                    _il.Emit(OpCodes.Ldc_I4, block.Count);
+                    _il.Emit(OpCodes.Ldloc, _res);
+                    _il.Emit(OpCodes.Call, s_jitEnd);
+                    _il.Emit(OpCodes.Ldc_I4, BlockDone);
+                    _il.Emit(OpCodes.Ret);
+                    break;
+                }
+            }
+        }
+
+        /// <summary>BranchNear's limit check: beyond it, the interpreter runs the instruction (and raises #GP).</summary>
+        private void TargetCheck(uint target, int index)
+        {
+            _il.Emit(OpCodes.Ldarg_1);
+            _il.Emit(OpCodes.Ldc_I4, unchecked((int)target));
+            _il.Emit(OpCodes.Call, s_jitTargetOk);
+            _il.Emit(OpCodes.Brfalse, SideExit(index));
+        }
+
+        private void Edge(Block block, uint target, bool taken, int index, Func<uint, (int Block, Label Head, Block Target)?> inRegion, uint csBase)
+        {
+            if (taken)
+            {
+                TargetCheck(target, index);
+            }
+            int retired = block.Count;
+            if (inRegion(target) is { } next)
+            {
+                // Region blocks start with the flags in the CPU.
+                Store(0, FlagsLocal, Top);
+                FlagsLocal = false;
+                _il.Emit(OpCodes.Ldarg_1);
+                _il.Emit(OpCodes.Ldc_I4, retired);
+                _il.Emit(OpCodes.Ldc_I4, next.Target.Count);
+                _il.Emit(OpCodes.Ldc_I4, unchecked((int)(next.Target.Phys >> 12)));
+                _il.Emit(OpCodes.Ldc_I4, unchecked((int)next.Target.Generation));
+                _il.Emit(OpCodes.Ldc_I4, unchecked((int)next.Target.EndEip));
+                _il.Emit(OpCodes.Ldc_I4, unchecked((int)csBase));
+                _il.Emit(OpCodes.Call, s_jitNext);
+                _il.Emit(OpCodes.Brtrue, next.Head);
+                retired = 0; // counted by JitNext
+            }
+            Store(Dirty, FlagsLocal, Top);
+            RanLast(Block);
+            _il.Emit(OpCodes.Ldarg_1);
             _il.Emit(OpCodes.Ldc_I4, retired);
-            _il.Emit(OpCodes.Ldc_I4, unchecked((int)eip));
+            _il.Emit(OpCodes.Ldc_I4, unchecked((int)target));
             _il.Emit(OpCodes.Call, s_jitEnd);
             _il.Emit(OpCodes.Ldc_I4, BlockDone);
             _il.Emit(OpCodes.Ret);

@@ -50,17 +50,17 @@ public class CompiledBlockTests
     // ------------------------------------------------------------------ the op mixes
 
     /// <summary>Register, memory and flag-reading instructions (fast forms and generic ones).</summary>
-    private const int AluOps = 88;
+    private const int AluOps = 95;
     /// <summary>Port I/O and CPUID: exits in the middle of a block.</summary>
     private static readonly int[] ExitOps = [100, 101, 102, 103, 104, 105];
     /// <summary>Instructions that #PF on <see cref="FaultPage"/>, #GP on the small FS limit, #DE on DIV.</summary>
-    private static readonly int[] FaultOps = [200, 201, 202, 203, 204, 205, 206, 207, 208, 209, 210, 211, 212, 213];
+    private static readonly int[] FaultOps = [200, 201, 202, 203, 204, 205, 206, 207, 208, 209, 210, 211, 212, 213, 214, 215];
 
     /// <summary>Ops translated whole (Translator.cs): a loop of only these is one block that branches to its own start.</summary>
     private static readonly int[] TranslatedOps =
-        [.. Enumerable.Range(0, 30), 32, .. Enumerable.Range(34, 7), 43, 44, 45, 46, 48, 49, 50, 51, 52, 53, 54, 55, 63, 64, .. Enumerable.Range(66, AluOps - 66)];
+        [.. Enumerable.Range(0, 30), 32, 33, .. Enumerable.Range(34, 7), 43, 44, 45, 46, 48, 49, 50, 51, 52, 53, 54, 55, 62, 63, 64, .. Enumerable.Range(66, AluOps - 66)];
     /// <summary>Translated instructions that leave by a side exit: #PF on a TLB miss, #GP on the small FS limit.</summary>
-    private static readonly int[] SideExitOps = [200, 201, 202, 206, 207, 208, 212, 213];
+    private static readonly int[] SideExitOps = [200, 201, 202, 206, 207, 208, 212, 213, 214, 215];
 
     private readonly record struct Step(int Op, int R1, int R2, uint Imm, int Disp);
 
@@ -142,6 +142,39 @@ public class CompiledBlockTests
             case 85: a.mov(Words[s.R1], unchecked((ushort)imm)); break;
             case 86: a.sbb(d, m); break;
             case 87: a.test(Words[s.R1], Words[s.R2]); a.setne(Bytes[s.R2]); break;
+            // Shifts by CL (counts 0-31 from ECX), of 8/16-bit registers and of memory.
+            case 88: a.shl(d, cl); break;
+            case 89: a.sar(Words[s.R1], cl); break;
+            case 90: a.shr(m, (byte)(imm % 33)); break;
+            case 91: a.sar(__byte_ptr[ebx + s.Disp], 1); break;
+            case 92: a.shr(Bytes[s.R1], cl); break;
+            case 93: a.pause(); a.nop(__dword_ptr[eax]); break;
+            case 94:
+            {
+                // A near CALL to a subroutine on the same page and its RET (one with a release).
+                var sub = a.CreateLabel();
+                var over = a.CreateLabel();
+                bool release = (imm & 1) != 0;
+                if (release)
+                {
+                    a.push(r);
+                }
+                a.call(sub);
+                a.jmp(over);
+                a.Label(ref sub);
+                a.add(d, r);
+                if (release)
+                {
+                    a.ret(4);
+                }
+                else
+                {
+                    a.ret();
+                }
+                a.Label(ref over);
+                a.nop();
+                break;
+            }
 
             // Exits.
             case 100: a.mov(dx, (ushort)Ports[imm % 4]); a.@out(dx, al); break;
@@ -179,6 +212,9 @@ public class CompiledBlockTests
             case 210: a.mov(__dword_ptr[Divisor], r); break;
             case 211: a.div(__dword_ptr[Divisor]); break;
             case 212: a.cmp(__dword_ptr[ebx + faultDisp], unchecked((int)imm)); break;
+            // Accesses that cross from the data page into the fault page (the fast path stops at a page's end).
+            case 214: a.mov(d, __dword_ptr[ebx + 0xFFE]); break;
+            case 215: a.add(__word_ptr[ebx + 0xFFF], Words[s.R2]); break;
             default: a.mov(__byte_ptr[ebx + faultDisp + 1], Bytes[s.R2]); break;
         }
     }
