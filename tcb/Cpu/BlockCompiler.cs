@@ -57,6 +57,15 @@ public sealed partial class Cpu
     /// <summary>Blocks compiled so far (for benchmarks and tests).</summary>
     public long CompiledBlocks => Interlocked.Read(ref _compiledBlocks);
 
+    private long _compileFailures;
+
+    /// <summary>
+    /// Hot blocks whose compilation failed (they stay interpreted, which is always correct). Zero
+    /// unless the compiler has a bug; the tests require it, so that a shape the compiler gets wrong
+    /// cannot hide behind the interpreter.
+    /// </summary>
+    public long CompileFailures => Interlocked.Read(ref _compileFailures);
+
     /// <summary>A block became hot: compile it now, or queue it for the background compiler.</summary>
     private void BlockIsHot(Block block)
     {
@@ -323,6 +332,7 @@ public sealed partial class Cpu
         catch (Exception)
 #pragma warning restore CA1031
         {
+            Interlocked.Increment(ref cpu._compileFailures);
             return null;
         }
     }

@@ -473,6 +473,7 @@ public class CompiledBlockTests
     {
         using var h = Build(code, c, threshold);
         var status = h.Run(2_000_000);
+        Assert.Equal(0, h.Cpu.CompileFailures);
         return (Observe(h, status), h.Cpu.CompiledBlocks);
     }
 
@@ -677,6 +678,7 @@ public class CompiledBlockTests
                 + $"compiled {sc} count {compiled.Cpu.InstructionCount} eip {compiled.Cpu.Eip:X8}");
         }
         Assert.Equal(RunStatus.Halted, si);
+        Assert.Equal(0, compiled.Cpu.CompileFailures);
         AssertSame(Observe(interpreted, si), Observe(compiled, sc));
         return compiled.Cpu.CompiledBlocks;
     }
