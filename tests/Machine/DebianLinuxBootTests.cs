@@ -205,8 +205,11 @@ public class DebianLinuxDeterminismTests(ITestOutputHelper output)
         }
         vm.RequestStop();
         vm.WaitForExit(TimeSpan.FromMinutes(1));
-        output.WriteLine($"prompt at {serial.MarkerAtInstruction:N0} instructions ({clock.Elapsed.TotalSeconds:F1} s wall, {vm.ExitCount:N0} exits)");
+        output.WriteLine($"prompt at {serial.MarkerAtInstruction:N0} instructions ({clock.Elapsed.TotalSeconds:F1} s wall, {vm.ExitCount:N0} exits, {vm.Cpu.CompiledBlocks:N0} blocks compiled)");
         Assert.True(serial.MarkerAtInstruction > 0, $"no prompt: {vm.Outcome}\n{serial.Text}");
+        // A real kernel's hot code compiles, and every block of it compiles cleanly.
+        Assert.True(vm.Cpu.CompiledBlocks > 100, $"only {vm.Cpu.CompiledBlocks} blocks compiled");
+        Assert.Equal(0, vm.Cpu.CompileFailures);
         return serial.MarkerAtInstruction;
     }
 
