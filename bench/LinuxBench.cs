@@ -46,9 +46,30 @@ public static class LinuxBench
             var (seconds, instructions, vmCpu) = CompareBench.LinuxInProcess(kernel, initrd, sampler is null ? null : sampler.Attach,
                 profile && !File.Exists(symbols) ? (vm, watch) => SaveKallsyms(vm, watch, symbols) : null, threshold);
             Console.WriteLine($"  run {r + 1}: Debian boot to the prompt in {seconds:F1} s ({vmCpu:F1} CPU-s on the VM thread), {instructions:N0} guest instructions = {instructions / seconds / 1e6:F1} million guest instr/s");
+            Console.WriteLine($"         process memory after the boot: {ProcStatus("VmRSS")} resident, {ProcStatus("VmHWM")} at the peak; "
+                + $"{CompareBench.ThreadCpuSeconds("block compiler"):F1} CPU-s on the block compiler thread so far");
             sampler?.Print(25);
         }
         return 0;
+    }
+
+    /// <summary>A field of /proc/self/status (for example "VmRSS: 123 kB"), or "?" where there is none.</summary>
+    private static string ProcStatus(string field)
+    {
+        try
+        {
+            foreach (string line in File.ReadLines("/proc/self/status"))
+            {
+                if (line.StartsWith(field + ":", StringComparison.Ordinal))
+                {
+                    return line[(field.Length + 1)..].Trim();
+                }
+            }
+        }
+        catch (IOException)
+        {
+        }
+        return "?";
     }
 
     /// <summary>

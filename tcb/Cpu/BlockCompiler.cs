@@ -324,7 +324,7 @@ public sealed partial class Cpu
     {
         try
         {
-            CompiledBlock compiled = CompileBlock(block, cpu);
+            CompiledBlock compiled = CompileBlock(block);
             compiled(null!, null!);
             return compiled;
         }
@@ -339,14 +339,14 @@ public sealed partial class Cpu
 
     /// <summary>
     /// Compiles a cached block (whose decoded instructions never change once built); the block
-    /// keeps the result until it is dropped. Reads only cached blocks of <paramref name="cpu"/>
-    /// (to build a region) and no other CPU state, so any thread may call it.
+    /// keeps the result until it is dropped. Touches no CPU state, so any thread may call it.
     /// </summary>
-    private static CompiledBlock CompileBlock(Block block, Cpu cpu)
+    private static CompiledBlock CompileBlock(Block block)
     {
-        var region = RegionMember(block) ? Region(block, cpu) : [block];
+        // The first parameter is the block itself, unused: a delegate closed over it is called
+        // without the argument-shuffling stub that an open static delegate goes through.
         var method = new DynamicMethod("block_" + block.StartEip.ToString("X8", System.Globalization.CultureInfo.InvariantCulture),
-            typeof(int), [typeof(Block[]), typeof(Cpu), typeof(DecodedInsn[])], typeof(Cpu), skipVisibility: true);
+            typeof(int), [typeof(Block), typeof(Cpu), typeof(DecodedInsn[])], typeof(Cpu), skipVisibility: true);
         var il = method.GetILGenerator();
         // Guard: called with no instructions (by the background compiler, to have it JIT-compiled), return.
         var body = il.DefineLabel();
@@ -357,36 +357,19 @@ public sealed partial class Cpu
         il.MarkLabel(body);
         var t = new Translation(il);
         t.LoadRegisters();
-        if (RegionMember(block))
+        if (TranslatedWhole(block))
         {
-            EmitRegion(il, t, region, cpu._seg[(int)SegReg.Cs].Base);
+            EmitWhole(il, t, block);
         }
         else
         {
             EmitBlock(il, t, block);
         }
         t.EmitSideExits();
-        return (CompiledBlock)method.CreateDelegate(typeof(CompiledBlock), region);
+        return (CompiledBlock)method.CreateDelegate(typeof(CompiledBlock), block);
     }
 
-    // Larger regions compile longer and gave the JIT more than it optimizes well; 8 blocks of
-    // about 25 instructions cover the boot's hot loops (docs/performance.md).
-    private const int MaxRegionBlocks = 8;
-    private const int MaxRegionInsns = 200;
-
-    /// <summary>
-    /// A block translated whole (all its instructions, or all but a closing near branch) can be
-    /// compiled with the blocks it branches to, and theirs, as one region: those cached on the
-    /// same page, decoded at the same generation and code size, and translated whole themselves.
-    /// A branch from one region block to another then stays inside the compiled method.
-    /// </summary>
-    private static bool RegionMember(Block b)
-    {
-        ref DecodedInsn last = ref b.Insns[b.Count - 1];
-        return TranslatedWhole(b) && (EndOf(ref last) != BlockEnd.None || Classify(ref last) != Native.None);
-    }
-
-    /// <summary>How a region block ends: a near branch, a near CALL or RET (32-bit), or none (it goes on at the next instruction).</summary>
+    /// <summary>How a block translated whole ends: a near branch, a near CALL or RET (32-bit), or none (it goes on at the next instruction).</summary>
     private enum BlockEnd : byte { None, Jcc, Jmp, Call, Ret }
 
     private static BlockEnd EndOf(ref DecodedInsn last) => last.Fast switch
@@ -401,79 +384,41 @@ public sealed partial class Cpu
         },
     };
 
-    /// <summary>The region of <paramref name="root"/> (first), found breadth-first among the CPU's cached blocks.</summary>
-    private static Block[] Region(Block root, Cpu cpu)
+    /// <summary>
+    /// A block translated whole: every instruction, the closing one included unless it is a near
+    /// branch, CALL or RET, which the block's end translates. Such a block that branches back to
+    /// its own start loops inside the compiled method.
+    /// </summary>
+    private static bool TranslatedWhole(Block block)
     {
-        var blocks = new List<Block> { root };
-        int insns = root.Count;
-        uint csBase = cpu._seg[(int)SegReg.Cs].Base;
-        uint page = (csBase + root.StartEip) >> 12;
-        for (int k = 0; k < blocks.Count && blocks.Count < MaxRegionBlocks; k++)
+        ref DecodedInsn last = ref block.Insns[block.Count - 1];
+        int body = EndOf(ref last) != BlockEnd.None ? block.Count - 1 : block.Count;
+        for (int i = 0; i < body; i++)
         {
-            foreach (uint target in Successors(blocks[k]))
+            if (Classify(ref block.Insns[i]) == Native.None)
             {
-                if (blocks.Count >= MaxRegionBlocks || blocks.Exists(b => b.StartEip == target) || (csBase + target) >> 12 != page)
-                {
-                    continue;
-                }
-                uint phys = (root.Phys & ~0xFFFu) | ((csBase + target) & 0xFFF);
-                var table = cpu._blockTable;
-                int slot = (int)((phys ^ (phys >> BlockTableBits) ^ (root.Big ? 0x2A5u : 0u)) & ((1u << BlockTableBits) - 1));
-                Block? b = slot < table.Length ? Volatile.Read(ref table[slot]) : null;
-                if (b is not null && b.Cached && b.Phys == phys && b.StartEip == target && b.Big == root.Big
-                    && b.Generation == root.Generation && insns + b.Count <= MaxRegionInsns && RegionMember(b))
-                {
-                    blocks.Add(b);
-                    insns += b.Count;
-                }
+                return false;
             }
         }
-        return [.. blocks];
+        return true;
     }
 
-    /// <summary>Where a region block goes on: its branch's target and the next instruction, or only one of them.</summary>
-    private static uint[] Successors(Block b)
+    /// <summary>A block translated whole, from its loop head (the start it may branch back to) to its end.</summary>
+    private static void EmitWhole(ILGenerator il, Translation t, Block block)
     {
-        ref DecodedInsn last = ref b.Insns[b.Count - 1];
-        return EndOf(ref last) switch
+        var head = il.DefineLabel();
+        il.MarkLabel(head);
+        t.StartLoopHead();
+        var end = EndOf(ref block.Insns[block.Count - 1]);
+        int body = end != BlockEnd.None ? block.Count - 1 : block.Count;
+        for (int i = 0; i < body; i++)
         {
-            BlockEnd.Jcc => [last.Imm, last.NextEip],
-            BlockEnd.Jmp or BlockEnd.Call => [last.Imm],
-            BlockEnd.Ret => [],
-            _ => [last.NextEip],
-        };
-    }
-
-    /// <summary>The blocks of a region one after another, each entered at its head label.</summary>
-    private static void EmitRegion(ILGenerator il, Translation t, Block[] region, uint csBase)
-    {
-        var heads = new Label[region.Length];
-        for (int k = 0; k < region.Length; k++)
-        {
-            heads[k] = il.DefineLabel();
-        }
-        (int, Label, Block)? InRegion(uint eip)
-        {
-            int k = Array.FindIndex(region, b => b.StartEip == eip);
-            return k >= 0 ? (k, heads[k], region[k]) : null;
-        }
-        for (int k = 0; k < region.Length; k++)
-        {
-            var block = region[k];
-            il.MarkLabel(heads[k]);
-            t.StartRegionBlock(k);
-            ref DecodedInsn last = ref block.Insns[block.Count - 1];
-            var end = EndOf(ref last);
-            int body = end != BlockEnd.None ? block.Count - 1 : block.Count;
-            for (int i = 0; i < body; i++)
+            if (!t.TryEmit(ref block.Insns[i], i))
             {
-                if (!t.TryEmit(ref block.Insns[i], i))
-                {
-                    throw new InvalidOperationException("a region block holds an instruction that is not translated");
-                }
+                throw new InvalidOperationException("a block translated whole holds an instruction that is not translated");
             }
-            t.EndRegionBlock(block, end, InRegion, csBase);
         }
+        t.EndWhole(block, end, head);
     }
 
     /// <summary>A block with instructions that are not translated: those run through their forms or handlers.</summary>
@@ -572,19 +517,6 @@ public sealed partial class Cpu
         }
         il.Emit(OpCodes.Ldc_I4, BlockDone);
         il.Emit(OpCodes.Ret);
-    }
-
-    /// <summary>Whether every instruction but the last (which may be a branch, CALL or RET) is translated.</summary>
-    private static bool TranslatedWhole(Block block)
-    {
-        for (int i = 0; i < block.Count - 1; i++)
-        {
-            if (Classify(ref block.Insns[i]) == Native.None)
-            {
-                return false;
-            }
-        }
-        return true;
     }
 
     private static void EmitInsnRef(ILGenerator il, int i)

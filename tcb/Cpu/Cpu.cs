@@ -322,14 +322,6 @@ public sealed partial class Cpu
                 {
                     _lastBlock = last;
                     first = compiled(this, block.Insns);
-                    if (_jitLast is { } ran)
-                    {
-                        // A region ended in another of its blocks: go on from that one.
-                        _jitLast = null;
-                        block = ran;
-                        last = ran;
-                        _lastBlock = ran;
-                    }
                     if (first == BlockEnded || _icount >= _budgetEnd)
                     {
                         return;

@@ -26,11 +26,10 @@ namespace SecureVmm.Tcb.Cpu;
 // interpreter. An instruction's memory accesses all come before its register and flag updates,
 // so a side exit never needs to undo anything.
 //
-// A block translated whole is compiled together with the blocks it branches to on the same page
-// (a region, up to 8 blocks). A branch from one region block to another (or back to itself)
-// stays inside the compiled method, registers still in locals, after the checks the run loop
-// makes between two blocks (JitNext: budget, events, pending interrupts, TF, the interrupt
-// shadow, the target block's page not rewritten, CS unchanged).
+// A block translated whole that branches back to its own start (a loop) runs its next turn
+// inside the compiled method, registers still in locals, after the checks the run loop makes
+// between two runs of a block (JitLoopAgain: budget, events, pending interrupts, TF, the
+// interrupt shadow, the block's page not rewritten).
 public sealed partial class Cpu
 {
     private enum Native : byte { None, Mov, Extend, Lea, Alu, Unary, Shift, Imul, Setcc, Cmovcc, Push, Pop, Nop, Rdtsc }
@@ -115,21 +114,16 @@ public sealed partial class Cpu
     private void JitRetired(int retired) => _icount += retired;
 
     /// <summary>
-    /// A region's branch from one of its blocks (which retired <paramref name="retired"/>
-    /// instructions) to another (<paramref name="nextCount"/> instructions, ending at
-    /// <paramref name="nextEnd"/>, on the same page): counts the first, and says whether the run
-    /// loop would now run the second, compiled, right away: what ExecuteBlock checks between two
-    /// blocks (no event, budget left for the whole block, no interrupt to take, no TF or shadow)
-    /// and what FetchBlock checks of a successor (its page not rewritten since it was decoded,
-    /// CS's base as assumed when the region was built and its limit covering the block).
+    /// The end of one run of a block that branches back to its own start: counts it, and says
+    /// whether the run loop would run the same compiled block again right away (ExecuteBlock and
+    /// FetchBlock: no event, budget left for a whole run, no interrupt to take, no TF or shadow,
+    /// the block's page not rewritten since it was decoded).
     /// </summary>
-    private bool JitNext(int retired, int nextCount, uint page, uint generation, uint nextEnd, uint csBase)
+    private bool JitLoopAgain(int count, uint page, uint generation)
     {
-        _icount += retired;
-        ref SegmentCache cs = ref _seg[(int)SegReg.Cs];
-        return _event == 0 && _icount + nextCount <= _budgetEnd && !_halted && _compileThreshold > 0
+        _icount += count;
+        return _event == 0 && _icount + count <= _budgetEnd && !_halted && _compileThreshold > 0
             && (_eflags & EflagsBits.TF) == 0 && _shadowAt != _icount && _pageGeneration[page] == generation
-            && cs.Base == csBase && nextEnd - 1 <= cs.Limit
             && !((_eflags & EflagsBits.IF) != 0 && Interrupts is { HasPending: true });
     }
 
@@ -147,13 +141,6 @@ public sealed partial class Cpu
     /// <summary>Whether a near branch's target is within CS's limit (else BranchNear raises #GP).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool JitTargetOk(uint target) => target <= _seg[(int)SegReg.Cs].Limit;
-
-    /// <summary>
-    /// A block that ran last inside a region (other than the one the run loop called): the run
-    /// loop continues from it (interpreting the rest of it after a side exit, and linking its
-    /// successors).
-    /// </summary>
-    private Block? _jitLast;
 
     private static readonly FieldInfo s_segField = Field(nameof(_seg));
     private static readonly FieldInfo s_tlbField = Field(nameof(_tlb));
@@ -174,14 +161,13 @@ public sealed partial class Cpu
     private static readonly FieldInfo s_lfLazyField = Field(nameof(_lfLazy));
     private static readonly MethodInfo s_condition = Method(nameof(Condition));
     private static readonly MethodInfo s_jitRetired = Method(nameof(JitRetired));
-    private static readonly MethodInfo s_jitNext = Method(nameof(JitNext));
+    private static readonly MethodInfo s_jitLoopAgain = Method(nameof(JitLoopAgain));
     private static readonly MethodInfo s_jitTargetOk = Method(nameof(JitTargetOk));
     private static readonly MethodInfo s_jitStackBig = Method(nameof(JitStackBig));
     private static readonly MethodInfo s_jitRdtscAllowed = Method(nameof(JitRdtscAllowed));
     private static readonly MethodInfo s_jitTsc = Method(nameof(JitTsc));
     private static readonly MethodInfo s_shiftResult = Static(nameof(ShiftResult));
     private static readonly MethodInfo s_shiftCarries = Static(nameof(ShiftCarries));
-    private static readonly FieldInfo s_jitLastField = Field(nameof(_jitLast));
     private static readonly MethodInfo s_incDecCarries = Static(nameof(IncDecCarries));
     private static readonly MethodInfo s_imulCarries = Static(nameof(ImulCarries));
 
@@ -199,7 +185,7 @@ public sealed partial class Cpu
         private readonly ILGenerator _il;
         private readonly LocalBuilder[] _reg = new LocalBuilder[8];
         private readonly LocalBuilder _a, _b, _res, _ea, _linear, _segment, _entry, _product, _flagResult, _flagCarries;
-        private readonly List<(Label Label, int Index, uint Dirty, bool FlagsLocal, int Top, int Synced, int Block)> _exits = [];
+        private readonly List<(Label Label, int Index, uint Dirty, bool FlagsLocal, int Top, int Synced)> _exits = [];
 
         /// <summary>Registers whose locals may differ from the CPU's copy.</summary>
         public uint Dirty;
@@ -208,8 +194,6 @@ public sealed partial class Cpu
         public int Top;
         /// <summary>Instructions before this index are counted in the CPU's count.</summary>
         public int Synced;
-        /// <summary>Which block of the region is being emitted (0: the one the run loop calls).</summary>
-        public int Block;
 
         public Translation(ILGenerator il)
         {
@@ -294,7 +278,7 @@ public sealed partial class Cpu
         private Label SideExit(int index)
         {
             var label = _il.DefineLabel();
-            _exits.Add((label, index, Dirty, FlagsLocal, Top, Synced, Block));
+            _exits.Add((label, index, Dirty, FlagsLocal, Top, Synced));
             return label;
         }
 
@@ -305,7 +289,6 @@ public sealed partial class Cpu
             {
                 _il.MarkLabel(e.Label);
                 Store(e.Dirty, e.FlagsLocal, e.Top);
-                RanLast(e.Block);
                 _il.Emit(OpCodes.Ldarg_1);
                 _il.Emit(OpCodes.Ldc_I4, e.Index - e.Synced);
                 _il.Emit(OpCodes.Call, s_jitRetired);
@@ -994,46 +977,32 @@ public sealed partial class Cpu
             _il.MarkLabel(skip);
         }
 
-        /// <summary>Tells the run loop which block ran last when it is not the one it called (the region argument holds the blocks).</summary>
-        private void RanLast(int block)
+        /// <summary>The state at a loop head: registers in locals (all counted changed: a second run starts with the first's), flags in the CPU.</summary>
+        public void StartLoopHead()
         {
-            if (block != 0)
-            {
-                _il.Emit(OpCodes.Ldarg_1);
-                _il.Emit(OpCodes.Ldarg_0);
-                _il.Emit(OpCodes.Ldc_I4, block);
-                _il.Emit(OpCodes.Ldelem_Ref);
-                _il.Emit(OpCodes.Stfld, s_jitLastField);
-            }
-        }
-
-        /// <summary>The state every region block starts in: registers in locals (all counted changed), flags in the CPU, count synced.</summary>
-        public void StartRegionBlock(int block)
-        {
-            Block = block;
             Dirty = 0xFF;
             FlagsLocal = false;
-            Synced = 0;
         }
 
         /// <summary>
-        /// The end of a region block: its closing branch, CALL or RET (or none: the block goes on
-        /// at the next instruction) to each successor. A successor in the region is entered in
-        /// place when JitNext allows; any other ends the compiled run with the state stored and
-        /// EIP set. Whatever the interpreter would fault on (a target beyond CS's limit, a stack
-        /// access off the fast path) leaves by the side exit of the closing instruction.
+        /// The end of a block translated whole: its closing branch, CALL or RET (or none: the block
+        /// goes on at the next instruction). Going to the block's own start loops to
+        /// <paramref name="head"/> when JitLoopAgain allows; anything else ends the compiled run
+        /// with the state stored and EIP set. Whatever the interpreter would fault on (a target
+        /// beyond CS's limit, a stack access off the fast path) leaves by the side exit of the
+        /// closing instruction.
         /// </summary>
-        public void EndRegionBlock(Block block, BlockEnd end, Func<uint, (int Block, Label Head, Block Target)?> inRegion, uint csBase)
+        public void EndWhole(Block block, BlockEnd end, Label head)
         {
             int index = block.Count - 1;
             ref DecodedInsn last = ref block.Insns[index];
             switch (end)
             {
                 case BlockEnd.None:
-                    Edge(block, last.NextEip, taken: false, index, inRegion, csBase);
+                    Edge(block, last.NextEip, taken: false, index, head);
                     break;
                 case BlockEnd.Jmp:
-                    Edge(block, last.Imm, taken: true, index, inRegion, csBase);
+                    Edge(block, last.Imm, taken: true, index, head);
                     break;
                 case BlockEnd.Jcc:
                 {
@@ -1042,11 +1011,11 @@ public sealed partial class Cpu
                     _il.Emit(OpCodes.Brfalse, notTaken);
                     bool flagsLocal = FlagsLocal;
                     int top = Top;
-                    Edge(block, last.Imm, taken: true, index, inRegion, csBase);
+                    Edge(block, last.Imm, taken: true, index, head);
                     _il.MarkLabel(notTaken);
                     FlagsLocal = flagsLocal;
                     Top = top;
-                    Edge(block, last.NextEip, taken: false, index, inRegion, csBase);
+                    Edge(block, last.NextEip, taken: false, index, head);
                     break;
                 }
                 case BlockEnd.Call:
@@ -1056,7 +1025,7 @@ public sealed partial class Cpu
                     _il.Emit(OpCodes.Ldc_I4, unchecked((int)last.NextEip));
                     _il.Emit(OpCodes.Stloc, _res);
                     PushLocal(_res, index);
-                    Edge(block, last.Imm, taken: false, index, inRegion, csBase);
+                    Edge(block, last.Imm, taken: false, index, head);
                     break;
                 default:
                 {
@@ -1075,7 +1044,6 @@ public sealed partial class Cpu
                     _il.Emit(OpCodes.Add);
                     StoreReg(Esp);
                     Store(Dirty, FlagsLocal, Top);
-                    RanLast(Block);
                     _il.Emit(OpCodes.Ldarg_1);
                     _il.Emit(OpCodes.Ldc_I4, block.Count);
                     _il.Emit(OpCodes.Ldloc, _res);
@@ -1096,31 +1064,27 @@ public sealed partial class Cpu
             _il.Emit(OpCodes.Brfalse, SideExit(index));
         }
 
-        private void Edge(Block block, uint target, bool taken, int index, Func<uint, (int Block, Label Head, Block Target)?> inRegion, uint csBase)
+        private void Edge(Block block, uint target, bool taken, int index, Label head)
         {
             if (taken)
             {
                 TargetCheck(target, index);
             }
             int retired = block.Count;
-            if (inRegion(target) is { } next)
+            if (target == block.StartEip)
             {
-                // Region blocks start with the flags in the CPU.
+                // The loop head expects the flags in the CPU.
                 Store(0, FlagsLocal, Top);
                 FlagsLocal = false;
                 _il.Emit(OpCodes.Ldarg_1);
                 _il.Emit(OpCodes.Ldc_I4, retired);
-                _il.Emit(OpCodes.Ldc_I4, next.Target.Count);
-                _il.Emit(OpCodes.Ldc_I4, unchecked((int)(next.Target.Phys >> 12)));
-                _il.Emit(OpCodes.Ldc_I4, unchecked((int)next.Target.Generation));
-                _il.Emit(OpCodes.Ldc_I4, unchecked((int)next.Target.EndEip));
-                _il.Emit(OpCodes.Ldc_I4, unchecked((int)csBase));
-                _il.Emit(OpCodes.Call, s_jitNext);
-                _il.Emit(OpCodes.Brtrue, next.Head);
-                retired = 0; // counted by JitNext
+                _il.Emit(OpCodes.Ldc_I4, unchecked((int)(block.Phys >> 12)));
+                _il.Emit(OpCodes.Ldc_I4, unchecked((int)block.Generation));
+                _il.Emit(OpCodes.Call, s_jitLoopAgain);
+                _il.Emit(OpCodes.Brtrue, head);
+                retired = 0; // counted by JitLoopAgain
             }
             Store(Dirty, FlagsLocal, Top);
-            RanLast(Block);
             _il.Emit(OpCodes.Ldarg_1);
             _il.Emit(OpCodes.Ldc_I4, retired);
             _il.Emit(OpCodes.Ldc_I4, unchecked((int)target));
