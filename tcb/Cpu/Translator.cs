@@ -888,14 +888,14 @@ public sealed partial class Cpu
         }
 
         /// <summary>Reads the dword at ESP into the result local (side exit before anything changes), then moves ESP.</summary>
-        private void PopToResult(int index, uint extra = 0)
+        private void PopToResult(int index)
         {
             _il.Emit(OpCodes.Ldloc, _reg[Esp]);
             _il.Emit(OpCodes.Stloc, _ea);
             ReadMemory(Ss, 4, index);
             _il.Emit(OpCodes.Stloc, _res);
             _il.Emit(OpCodes.Ldloc, _reg[Esp]);
-            _il.Emit(OpCodes.Ldc_I4, unchecked((int)(4 + extra)));
+            _il.Emit(OpCodes.Ldc_I4_4);
             _il.Emit(OpCodes.Add);
             StoreReg(Esp);
         }
