@@ -15,14 +15,13 @@ internal delegate int CompiledBlock(Cpu cpu, DecodedInsn[] insns);
 
 // Hot blocks compiled to host code. A cached block that has run CompileThreshold times is turned
 // into one DynamicMethod that does, in order, what the run loop would do for each instruction.
-// The everyday integer instructions are translated to IL on locals (Translator.cs); any other
-// specialized form (FastPaths.cs) becomes a call of its parametric body (Op*) with the decoded
-// operands (register numbers, immediate, segment, condition, effective-address recipe) as
-// constants, which the .NET JIT inlines and folds, and any other instruction calls its handler.
-// The run loop's bookkeeping (count, EIP, ESP for fault roll-back, the event test) is emitted only
-// where such an instruction can fault, exit or read it. The emitted code holds no guest bytes:
-// it is chosen from the already decoded instruction list and reaches guest memory only through
-// the same checked paths as the interpreter. A compiled block runs only when it fits the budget
+// The everyday integer instructions are translated to IL on locals (Translator.cs). Any other
+// instruction runs on the CPU's own state after the run loop's bookkeeping (count, EIP, ESP for
+// fault roll-back) and before its event test: a specialized form (FastPaths.cs) left untranslated
+// as a call of its parametric body (Op*) with the decoded operands as constants, which the .NET
+// JIT inlines and folds, everything else as a call of its handler. The emitted code holds no
+// guest bytes: it is chosen from the already decoded instruction list and reaches guest memory
+// only through the same checked paths as the interpreter. A compiled block runs only when it fits the budget
 // one count per instruction and no single-step or interrupt shadow asks for one instruction; a
 // REP string instruction (one count per iteration) that leaves the rest beyond the budget hands
 // the rest of the block back to the interpreter without a block boundary, as does a translated
@@ -148,108 +147,60 @@ public sealed partial class Cpu
 
     private static readonly MethodInfo s_jitBegin = Method(nameof(JitBegin));
     private static readonly MethodInfo s_jitEvent = Method(nameof(JitEvent));
-    private static readonly MethodInfo s_jitBeginForm = Method(nameof(JitBeginForm));
-    private static readonly MethodInfo s_jitFormEvent = Method(nameof(JitFormEvent));
     private static readonly MethodInfo s_jitEnd = Method(nameof(JitEnd));
     private static readonly MethodInfo s_jitGeneric = Method(nameof(JitGeneric));
     private static readonly MethodInfo s_jitAfterString = Method(nameof(JitAfterString));
     private static readonly FieldInfo s_eventField = typeof(Cpu).GetField(nameof(_event), BindingFlags.Instance | BindingFlags.NonPublic)!;
     private static readonly FieldInfo s_icountField = typeof(Cpu).GetField(nameof(_icount), BindingFlags.Instance | BindingFlags.NonPublic)!;
-    private static readonly MethodInfo?[] s_fastMethods = FormMethods("Fast");
-    private static readonly MethodInfo?[] s_opMethods = FormMethods("Op");
-    private static readonly MethodInfo s_gpr = Method(nameof(GprValue));
+    private static readonly MethodInfo?[] s_opMethods = OpMethods();
 
     /// <summary>
-    /// The method named <paramref name="prefix"/> + the form's name for each specialized form
-    /// (Fast*: the run loop's, taking the decoded instruction; Op*: its parametric body, which a
-    /// form without one lacks), indexed by <see cref="FastOp"/> number.
+    /// The parametric body (Op*) of each specialized form whose operands are all register numbers,
+    /// immediates or conditions, indexed by <see cref="FastOp"/> number. The forms the translator
+    /// leaves (near branches closing a block that is not translated whole, rotates) are of these;
+    /// any other form runs through its handler.
     /// </summary>
-    private static MethodInfo?[] FormMethods(string prefix)
+    private static MethodInfo?[] OpMethods()
     {
         var methods = new MethodInfo?[FastOp.Count];
         foreach (var f in typeof(FastOp).GetFields(BindingFlags.Public | BindingFlags.Static))
         {
-            if (f.Name is not (nameof(FastOp.None) or nameof(FastOp.Count)))
+            if (f.Name is not (nameof(FastOp.None) or nameof(FastOp.Count))
+                && typeof(Cpu).GetMethod("Op" + f.Name, BindingFlags.Instance | BindingFlags.NonPublic) is { } op
+                && op.GetParameters().All(p => p.Name is "r0" or "imm" or "aux"))
             {
-                methods[(byte)f.GetValue(null)!] = typeof(Cpu).GetMethod(prefix + f.Name, BindingFlags.Instance | BindingFlags.NonPublic);
+                methods[(byte)f.GetValue(null)!] = op;
             }
         }
         return methods;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal uint GprValue(int r) => _gpr[r];
-
     /// <summary>
     /// Calls a form's parametric body with the instruction's operands as constants (register
-    /// numbers, immediate, segment, condition), and its effective address computed from them, so
-    /// the JIT folds them into the code instead of reading the decoded instruction at run time.
+    /// number, immediate, condition), so the JIT folds them into the code instead of reading the
+    /// decoded instruction at run time.
     /// </summary>
     private static void EmitOpCall(ILGenerator il, MethodInfo op, ref DecodedInsn d)
     {
         il.Emit(OpCodes.Ldarg_1);
         foreach (var p in op.GetParameters())
         {
-            switch (p.Name)
+            il.Emit(OpCodes.Ldc_I4, p.Name switch
             {
-                case "r0": il.Emit(OpCodes.Ldc_I4, d.Reg0 & 7); break;
-                case "r1": il.Emit(OpCodes.Ldc_I4, d.Reg1 & 7); break;
-                case "seg": il.Emit(OpCodes.Ldc_I4, (int)d.Seg); break;
-                case "imm": il.Emit(OpCodes.Ldc_I4, unchecked((int)d.Imm)); break;
-                case "aux": il.Emit(OpCodes.Ldc_I4, (int)d.Aux); break;
-                case "ea": EmitEffectiveAddress(il, ref d); break;
-                default: throw new InvalidOperationException($"Cpu.{op.Name}: no constant for parameter {p.Name}");
-            }
+                "r0" => d.Reg0 & 7,
+                "imm" => unchecked((int)d.Imm),
+                _ => d.Aux,
+            });
         }
         il.Emit(OpCodes.Call, op);
-    }
-
-    /// <summary>The effective address as <see cref="EffectiveAddress"/> computes it, from constants and the registers it names.</summary>
-    private static void EmitEffectiveAddress(ILGenerator il, ref DecodedInsn d)
-    {
-        il.Emit(OpCodes.Ldc_I4, unchecked((int)d.Disp));
-        if (d.Base != NoReg)
-        {
-            il.Emit(OpCodes.Ldarg_1);
-            il.Emit(OpCodes.Ldc_I4, d.Base & 7);
-            il.Emit(OpCodes.Call, s_gpr);
-            il.Emit(OpCodes.Add);
-        }
-        if (d.Index != NoReg)
-        {
-            il.Emit(OpCodes.Ldarg_1);
-            il.Emit(OpCodes.Ldc_I4, d.Index & 7);
-            il.Emit(OpCodes.Call, s_gpr);
-            il.Emit(OpCodes.Ldc_I4, (int)d.Scale);
-            il.Emit(OpCodes.Shl);
-            il.Emit(OpCodes.Add);
-        }
-        if (d.Addr16)
-        {
-            il.Emit(OpCodes.Ldc_I4, 0xFFFF);
-            il.Emit(OpCodes.And);
-        }
     }
 
     private static MethodInfo Method(string name) =>
         typeof(Cpu).GetMethod(name, BindingFlags.Instance | BindingFlags.NonPublic)
         ?? throw new InvalidOperationException($"Cpu.{name} not found");
 
-    /// <summary>Forms that touch only registers and flags: they cannot fault, exit or read EIP, ESP or the count.</summary>
-    private static bool RegisterOnly(ref DecodedInsn d) => d.Fast switch
-    {
-        FastOp.MovRR or FastOp.MovRI or FastOp.AddRR or FastOp.AddRI or FastOp.SubRR or FastOp.SubRI
-            or FastOp.CmpRR or FastOp.CmpRI or FastOp.AndRR or FastOp.AndRI or FastOp.OrRR or FastOp.OrRI
-            or FastOp.XorRR or FastOp.XorRI or FastOp.TestRR or FastOp.TestRI or FastOp.IncR or FastOp.DecR
-            or FastOp.LeaR or FastOp.ShlRI or FastOp.ShrRI or FastOp.SarRI or FastOp.RolRI or FastOp.RorRI
-            or FastOp.ImulRR or FastOp.ImulRRI => true,
-        FastOp.MovzxRM => d.Kind1 == OpKindCode.Reg,
-        _ => false,
-    };
-
     /// <summary>
-    /// Before an instruction that may fault, exit, branch or read the count: the run loop's
-    /// bookkeeping. The count moves by the instructions retired since the last such point (not
+    /// Before an instruction that is not translated: the run loop's bookkeeping. The count moves by the instructions retired since the last such point (not
     /// set from the block's start: a REP string instruction counts each iteration).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -259,26 +210,6 @@ public sealed partial class Cpu
         _espAtStart = _gpr[4];
         _currentInsnEip = d.Eip;
         _eip = d.NextEip;
-    }
-
-    /// <summary>
-    /// Before a specialized form that may fault or exit (a memory operand, PUSH/POP): the count and
-    /// the instruction's EIP for an exit record or fault. These forms leave ESP and EIP alone until
-    /// they complete, so the rest of the bookkeeping waits for the event path (JitFormEvent).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void JitBeginForm(int retired, uint eip)
-    {
-        _icount += retired;
-        _currentInsnEip = eip;
-    }
-
-    /// <summary>The event path of a form begun by JitBeginForm: ESP is still the instruction's own, EIP goes past it.</summary>
-    private void JitFormEvent(ref DecodedInsn d)
-    {
-        _espAtStart = _gpr[4];
-        _eip = d.NextEip;
-        EndInstructionOnEvent(ref d, singleStep: false);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -434,29 +365,15 @@ public sealed partial class Cpu
                 eipCurrent = false;
                 continue;
             }
-            // Any other instruction runs as before, on the CPU's registers and flags.
+            // Any other instruction runs as before, on the CPU's registers and flags, with the run
+            // loop's bookkeeping before it and its event test after it.
             t.Sync();
-            bool registerOnly = RegisterOnly(ref d);
-            MethodInfo? op = d.Fast != FastOp.None ? s_opMethods[d.Fast] : null;
-            // Specialized forms other than the branches keep ESP and EIP until they complete.
-            bool form = op is not null && d.Fast is not (FastOp.Jcc or FastOp.JmpNear);
-            if (!registerOnly && form)
-            {
-                il.Emit(OpCodes.Ldarg_1);
-                il.Emit(OpCodes.Ldc_I4, i - t.Synced);
-                il.Emit(OpCodes.Ldc_I4, unchecked((int)d.Eip));
-                il.Emit(OpCodes.Call, s_jitBeginForm);
-                t.Synced = i;
-            }
-            else if (!registerOnly)
-            {
-                il.Emit(OpCodes.Ldarg_1);
-                il.Emit(OpCodes.Ldc_I4, i - t.Synced);
-                EmitInsnRef(il, i);
-                il.Emit(OpCodes.Call, s_jitBegin);
-                t.Synced = i;
-            }
-            if (op is not null)
+            il.Emit(OpCodes.Ldarg_1);
+            il.Emit(OpCodes.Ldc_I4, i - t.Synced);
+            EmitInsnRef(il, i);
+            il.Emit(OpCodes.Call, s_jitBegin);
+            t.Synced = i;
+            if (d.Fast != FastOp.None && s_opMethods[d.Fast] is { } op)
             {
                 EmitOpCall(il, op, ref d);
             }
@@ -464,37 +381,34 @@ public sealed partial class Cpu
             {
                 il.Emit(OpCodes.Ldarg_1);
                 EmitInsnRef(il, i);
-                il.Emit(OpCodes.Call, d.Fast != FastOp.None ? s_fastMethods[d.Fast]! : s_jitGeneric);
+                il.Emit(OpCodes.Call, s_jitGeneric);
             }
-            if (!registerOnly)
+            var next = il.DefineLabel();
+            il.Emit(OpCodes.Ldarg_1);
+            il.Emit(OpCodes.Ldfld, s_eventField);
+            il.Emit(OpCodes.Brfalse, next);
+            il.Emit(OpCodes.Ldarg_1);
+            EmitInsnRef(il, i);
+            il.Emit(OpCodes.Call, s_jitEvent);
+            il.Emit(OpCodes.Ldc_I4, BlockEnded);
+            il.Emit(OpCodes.Ret);
+            il.MarkLabel(next);
+            if (d.I.IsStringInstruction)
             {
-                var next = il.DefineLabel();
+                var goOn = il.DefineLabel();
                 il.Emit(OpCodes.Ldarg_1);
-                il.Emit(OpCodes.Ldfld, s_eventField);
-                il.Emit(OpCodes.Brfalse, next);
-                il.Emit(OpCodes.Ldarg_1);
-                EmitInsnRef(il, i);
-                il.Emit(OpCodes.Call, form ? s_jitFormEvent : s_jitEvent);
-                il.Emit(OpCodes.Ldc_I4, BlockEnded);
+                il.Emit(OpCodes.Ldc_I4, i);
+                il.Emit(OpCodes.Ldc_I4, count - i - 1);
+                il.Emit(OpCodes.Call, s_jitAfterString);
+                il.Emit(OpCodes.Dup);
+                il.Emit(OpCodes.Ldc_I4, BlockDone);
+                il.Emit(OpCodes.Beq, goOn);
                 il.Emit(OpCodes.Ret);
-                il.MarkLabel(next);
-                if (d.I.IsStringInstruction)
-                {
-                    var goOn = il.DefineLabel();
-                    il.Emit(OpCodes.Ldarg_1);
-                    il.Emit(OpCodes.Ldc_I4, i);
-                    il.Emit(OpCodes.Ldc_I4, count - i - 1);
-                    il.Emit(OpCodes.Call, s_jitAfterString);
-                    il.Emit(OpCodes.Dup);
-                    il.Emit(OpCodes.Ldc_I4, BlockDone);
-                    il.Emit(OpCodes.Beq, goOn);
-                    il.Emit(OpCodes.Ret);
-                    il.MarkLabel(goOn);
-                    il.Emit(OpCodes.Pop);
-                }
+                il.MarkLabel(goOn);
+                il.Emit(OpCodes.Pop);
             }
             t.LoadRegisters();
-            eipCurrent = !registerOnly && !form;
+            eipCurrent = true;
         }
 
         t.Sync();

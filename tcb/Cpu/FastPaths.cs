@@ -496,32 +496,10 @@ public sealed partial class Cpu
 
     // ---------------------------------------------------------------- shifts and rotates by an immediate (Shifts.cs)
 
-    // The flags of IMUL and of a 32-bit shift by n = 1..31 as carry vectors (pure functions of the
-    // operands, shared with translated code): CF is the last bit shifted out; OF is defined for
-    // n = 1 and computed the same way for every n, as the generic Shift does.
+    // IMUL's flags as a carry vector (a pure function, shared with translated code); the shifts'
+    // come from the generic Shift's own ShiftCarries (Shifts.cs).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static uint ImulCarries(long p) => ExplicitCarries(31, p != (int)p, p != (int)p, false);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static uint ShlCarries(uint v, int n)
-    {
-        bool cf = ((v << (n - 1)) >> 31) != 0;
-        return ExplicitCarries(31, cf, cf ^ (((v << n) >> 31) != 0), false);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static uint ShrCarries(uint v, int n)
-    {
-        uint t = v >> (n - 1);
-        return ExplicitCarries(31, (t & 1) != 0, ((t ^ (t >> 1)) >> 31) != 0, false);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static uint SarCarries(uint v, int n)
-    {
-        int t = (int)v >> (n - 1);
-        return ExplicitCarries(31, (t & 1) != 0, (((uint)t ^ (uint)(t >> 1)) >> 31) != 0, false);
-    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FastShlRI(ref DecodedInsn d) => OpShlRI(d.Reg0 & 7, d.Imm);
@@ -533,7 +511,7 @@ public sealed partial class Cpu
         if (n == 0) return;
         uint v = _gpr[r0], r = v << n;
         _gpr[r0] = r;
-        SetLazyFlags(r, ShlCarries(v, n), 31);
+        SetLazyFlags(r, ShiftCarries(ShiftShl, v, (uint)n, 4), 31);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -546,7 +524,7 @@ public sealed partial class Cpu
         if (n == 0) return;
         uint v = _gpr[r0], r = v >> n;
         _gpr[r0] = r;
-        SetLazyFlags(r, ShrCarries(v, n), 31);
+        SetLazyFlags(r, ShiftCarries(ShiftShr, v, (uint)n, 4), 31);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -559,7 +537,7 @@ public sealed partial class Cpu
         if (n == 0) return;
         uint v = _gpr[r0], r = (uint)((int)v >> n);
         _gpr[r0] = r;
-        SetLazyFlags(r, SarCarries(v, n), 31);
+        SetLazyFlags(r, ShiftCarries(ShiftSar, v, (uint)n, 4), 31);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

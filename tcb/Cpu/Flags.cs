@@ -112,9 +112,22 @@ public sealed partial class Cpu
 
     /// <summary>Evaluates condition code <paramref name="cc"/> (0-15, the tttn encoding of SDM vol. 2, B.1.4.7).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool Condition(int cc) => _lfLazy
-        ? LazyCondition(cc, _lfResult, _lfCarries, _lfTop)
-        : EvalCondition(cc, GetOF(), GetCF(), GetZF(), GetSF(), GetPF());
+    internal bool Condition(int cc)
+    {
+        // Only the flags the condition names are derived.
+        bool r = (cc >> 1) switch
+        {
+            0 => GetOF(),
+            1 => GetCF(),
+            2 => GetZF(),
+            3 => GetCF() || GetZF(),
+            4 => GetSF(),
+            5 => GetPF(),
+            6 => GetSF() != GetOF(),
+            _ => GetZF() || GetSF() != GetOF(),
+        };
+        return r ^ ((cc & 1) != 0);
+    }
 
     // The lazy representation as pure functions of (result, carry vector, top bit). Translated
     // code (Translator.cs) keeps the three in locals and calls these or emits the same formulas.
@@ -165,27 +178,6 @@ public sealed partial class Cpu
     internal static bool LazyOF(uint carries, int top) => (((carries >> top) ^ (carries >> (top - 1))) & 1) != 0;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static bool LazyPF(uint result) => (BitOperations.PopCount(result & 0xFF) & 1) == 0;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static bool LazyCondition(int cc, uint result, uint carries, int top) =>
-        EvalCondition(cc, LazyOF(carries, top), LazyCF(carries, top), result == 0, LazySF(result, top), LazyPF(result));
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool EvalCondition(int cc, bool of, bool cf, bool zf, bool sf, bool pf)
-    {
-        bool r = (cc >> 1) switch
-        {
-            0 => of,
-            1 => cf,
-            2 => zf,
-            3 => cf || zf,
-            4 => sf,
-            5 => pf,
-            6 => sf != of,
-            _ => zf || sf != of,
-        };
-        return r ^ ((cc & 1) != 0);
-    }
 
     /// <summary>Materializes the lazy status flags into the stored EFLAGS image.</summary>
     private void SettleFlags()

@@ -525,7 +525,7 @@ public sealed partial class Cpu
         {
             if (FlagsLocal)
             {
-                // LazyCondition (Flags.cs) for this condition and sign bit, as 0 or 1.
+                // Condition (Flags.cs) for this condition, on the local lazy flags, as 0 or 1.
                 switch (cc >> 1)
                 {
                     case 0: Flag('O'); break;
